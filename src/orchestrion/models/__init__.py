@@ -1,0 +1,38 @@
+"""Models: the protocol, normalised messages, and the adapters behind it."""
+
+from orchestrion.models.base import Model, ResponseAssembler, complete
+from orchestrion.models.messages import (
+    FinishDelta,
+    Message,
+    ModelDelta,
+    ModelRequest,
+    ModelResponse,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+    Usage,
+)
+from orchestrion.models.scripted import ScriptedModel, ScriptedReply, call, calls, raw_call, say
+
+__all__ = [
+    "FinishDelta",
+    "Message",
+    "Model",
+    "ModelDelta",
+    "ModelRequest",
+    "ModelResponse",
+    "ResponseAssembler",
+    "ScriptedModel",
+    "ScriptedReply",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolSpec",
+    "Usage",
+    "call",
+    "calls",
+    "complete",
+    "raw_call",
+    "say",
+]
