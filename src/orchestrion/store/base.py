@@ -1,0 +1,293 @@
+"""The Store interface every backend implements, and the records it speaks in.
+
+The interface speaks in whole operations ("record this step, fenced by this lease"),
+never in SQL, so each backend can do each operation in one transaction its own way. A
+single conformance suite (tests/store/conformance.py) runs against every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+Durability = Literal["normal", "full"]
+BusyPolicy = Literal["enqueue", "reject"]
+
+
+@dataclass(slots=True)
+class ConversationRecord:
+    id: str
+    tenant: str
+    agent: str
+    state: str
+    version: int  # bumped once per completed turn
+    message_count: int
+    ttl_seconds: float
+    created_at: float
+    updated_at: float
+    expires_at: float
+
+
+@dataclass(slots=True)
+class RunRecord:
+    id: str
+    conversation_id: str
+    tenant: str
+    agent: str
+    status: str
+    input: dict[str, Any]
+    trace_id: str
+    created_at: float
+    position: int  # global queue order: runs of one conversation execute in this order
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    owner: str | None = None
+    epoch: int = 0
+    lease_expires_at: float | None = None
+    deadline_at: float | None = None
+    cancel_requested: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_RUN_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Proof of ownership of a running run. Every journal write presents it; a write with
+    a stale epoch (the run was taken over) is refused with LeaseLost."""
+
+    run_id: str
+    owner: str
+    epoch: int
+
+
+@dataclass(slots=True)
+class StepRecord:
+    run_id: str
+    seq: int
+    name: str
+    status: Literal["ok", "error"]
+    result: str | None  # JSON text, decoded by the journal
+    error: str | None  # JSON text {"type", "message"}
+    idempotency_key: str
+    started_at: float
+    finished_at: float
+    epoch: int
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """One append-only event of a run. Spans are events too: a span's closing event
+    carries `end` and `latency_ms`; point events have start == end."""
+
+    run_id: str
+    seq: int
+    type: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    start: float
+    end: float | None = None
+    latency_ms: float | None = None
+    status: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EffectRecord:
+    idempotency_key: str
+    kind: str
+    run_id: str
+    conversation_id: str
+    tenant: str
+    payload: dict[str, Any]
+    created_at: float
+
+
+@dataclass(slots=True)
+class RunCompletion:
+    """Everything that changes when a run ends, applied in one transaction."""
+
+    status: RunStatus
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    # JSON-ready messages appended to the conversation history (only for succeeded runs).
+    new_messages: list[dict[str, Any]]
+    conversation_state: str
+    events: list[EventRecord]
+
+
+@dataclass(slots=True)
+class PurgeReport:
+    conversations: int = 0
+    runs: int = 0
+    events: int = 0
+
+
+class Store(abc.ABC):
+    """A durable home for conversations, runs, steps, events and side effects."""
+
+    url: str
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, check the schema (never touching a foreign or newer store), migrate."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int: ...
+
+    # ---- conversations ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def ensure_conversation(
+        self, conversation_id: str, *, tenant: str, agent: str, ttl_seconds: float, state: str
+    ) -> ConversationRecord:
+        """Return the conversation, creating it when new. Another tenant's id: NotFound."""
+
+    @abc.abstractmethod
+    async def get_conversation(
+        self, conversation_id: str, *, tenant: str | None = None
+    ) -> ConversationRecord:
+        """NotFound for an unknown id, or one that belongs to another tenant."""
+
+    @abc.abstractmethod
+    async def history(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The conversation's messages in order (JSON-ready dicts)."""
+
+    @abc.abstractmethod
+    async def set_conversation_state(
+        self, lease: Lease, conversation_id: str, expected: str, new: str,
+        events: list[EventRecord],
+    ) -> None:
+        """Move the conversation from `expected` to `new` (fenced). The state machine is
+        checked by the engine; the store refuses when the current state is not `expected`."""
+
+    # ---- runs -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_run(
+        self,
+        *,
+        run_id: str,
+        conversation_id: str,
+        tenant: str,
+        agent: str,
+        input: dict[str, Any],
+        trace_id: str,
+        deadline_at: float | None,
+        busy_policy: BusyPolicy,
+        event: EventRecord,
+    ) -> RunRecord:
+        """Queue a run. With busy_policy "reject", raise ConversationBusy when the
+        conversation already has a queued or running run (checked atomically)."""
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord: ...
+
+    @abc.abstractmethod
+    async def list_runs(
+        self, *, conversation_id: str | None = None, tenant: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    async def claimable_runs(self, *, now: float, limit: int = 20) -> list[RunRecord]:
+        """Candidates for a worker: queued runs at the head of their conversation's queue,
+        and running runs (the caller decides whether their owner is gone)."""
+
+    @abc.abstractmethod
+    async def claim(
+        self, run_id: str, *, owner: str, expected_epoch: int, lease_seconds: float, now: float
+    ) -> Lease | None:
+        """Take a run: a queued run at the head of its conversation, or a running run
+        still at `expected_epoch` (a takeover). Bumps the epoch. None if someone else won."""
+
+    @abc.abstractmethod
+    async def renew_lease(self, lease: Lease, *, lease_seconds: float, now: float) -> bool:
+        """Extend the lease; LeaseLost if it was taken over. Returns cancel_requested."""
+
+    @abc.abstractmethod
+    async def release(self, lease: Lease) -> None:
+        """Give a running run back (status queued, same position) for another worker."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
+        """Cancel a queued run at once; flag a running one for its owner to stop."""
+
+    @abc.abstractmethod
+    async def complete_run(self, lease: Lease, completion: RunCompletion, *, now: float) -> None:
+        """End the run and, in the same transaction, append the turn to the history, bump
+        the conversation version, set its state and refresh its expiry (fenced)."""
+
+    # ---- journal ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def load_steps(self, run_id: str) -> dict[int, StepRecord]: ...
+
+    @abc.abstractmethod
+    async def record_step(
+        self, lease: Lease, step: StepRecord, events: list[EventRecord], *, lease_seconds: float
+    ) -> None:
+        """Record a step result and events in one fenced transaction (renews the lease)."""
+
+    # ---- events -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def append_events(self, lease: Lease, events: list[EventRecord]) -> None:
+        """Append events (fenced)."""
+
+    @abc.abstractmethod
+    async def read_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]: ...
+
+    @abc.abstractmethod
+    async def last_event_seq(self, run_id: str) -> int: ...
+
+    # ---- side effects -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def record_effect(self, effect: EffectRecord) -> bool:
+        """Insert unless the idempotency key exists. True when inserted."""
+
+    @abc.abstractmethod
+    async def list_effects(
+        self, *, conversation_id: str | None = None, kind: str | None = None
+    ) -> list[EffectRecord]: ...
+
+    # ---- retention --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def purge_expired(self, *, now: float) -> PurgeReport:
+        """Delete conversations past their expiry (and everything of theirs), unless a
+        run of theirs is still queued or running."""
+
+    # ---- shared resilience state ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def breaker_load(self, name: str) -> tuple[dict[str, Any] | None, int]:
+        """A breaker's shared state and its version (None, 0 when unknown)."""
+
+    @abc.abstractmethod
+    async def breaker_save_if(self, name: str, version: int, state: dict[str, Any]) -> bool:
+        """Compare-and-set: store `state` as version+1 if the stored version is `version`."""
+
+    @abc.abstractmethod
+    async def list_breakers(self) -> list[tuple[str, dict[str, Any], int]]: ...

@@ -1,0 +1,112 @@
+"""Versioned schema migrations. Migration N brings a store from version N-1 to N.
+
+Never edit a released migration: append a new one. A store whose version is higher than
+the last entry here was written by a newer orchestrion and is refused, untouched.
+"""
+
+from __future__ import annotations
+
+# SQLite's header field `application_id` marks a file as ours ("ORCH" in ASCII), so a
+# foreign SQLite database is recognised before anything is written to it.
+SQLITE_APPLICATION_ID = 0x4F524348
+
+SQLITE_MIGRATIONS: list[str] = [
+    # 1: the core model
+    """
+    CREATE TABLE conversations (
+        id            TEXT PRIMARY KEY,
+        tenant        TEXT NOT NULL,
+        agent         TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        version       INTEGER NOT NULL DEFAULT 0,
+        message_count INTEGER NOT NULL DEFAULT 0,
+        ttl_seconds   REAL NOT NULL,
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        expires_at    REAL NOT NULL
+    );
+    CREATE INDEX conversations_by_expiry ON conversations (expires_at);
+
+    -- The history is append-only: one row per message, written once, never rewritten.
+    CREATE TABLE messages (
+        conversation_id TEXT NOT NULL,
+        idx             INTEGER NOT NULL,
+        run_id          TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, idx)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE runs (
+        id               TEXT PRIMARY KEY,
+        conversation_id  TEXT NOT NULL,
+        tenant           TEXT NOT NULL,
+        agent            TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        input            TEXT NOT NULL,
+        result           TEXT,
+        error            TEXT,
+        owner            TEXT,
+        epoch            INTEGER NOT NULL DEFAULT 0,
+        lease_expires_at REAL,
+        trace_id         TEXT NOT NULL,
+        deadline_at      REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        position         INTEGER NOT NULL,
+        created_at       REAL NOT NULL,
+        started_at       REAL,
+        finished_at      REAL
+    );
+    -- dequeueing and recovery: by status, then lease expiry
+    CREATE INDEX runs_by_status ON runs (status, lease_expires_at);
+    -- one active run per conversation, in queue order
+    CREATE INDEX runs_by_conversation ON runs (conversation_id, position);
+
+    CREATE TABLE steps (
+        run_id          TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        name            TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        result          TEXT,
+        error           TEXT,
+        idempotency_key TEXT NOT NULL,
+        started_at      REAL NOT NULL,
+        finished_at     REAL NOT NULL,
+        epoch           INTEGER NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE events (
+        run_id         TEXT NOT NULL,
+        seq            INTEGER NOT NULL,
+        type           TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        trace_id       TEXT NOT NULL,
+        span_id        TEXT NOT NULL,
+        parent_span_id TEXT,
+        start          REAL NOT NULL,
+        "end"          REAL,
+        latency_ms     REAL,
+        status         TEXT,
+        attributes     TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE effects (
+        idempotency_key TEXT PRIMARY KEY,
+        kind            TEXT NOT NULL,
+        run_id          TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        tenant          TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        created_at      REAL NOT NULL
+    );
+    CREATE INDEX effects_by_conversation ON effects (conversation_id);
+
+    CREATE TABLE breakers (
+        name       TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+]
