@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from orchestrion.models.messages import ToolCall
 from orchestrion.tools.registry import ToolRegistry
@@ -154,11 +155,8 @@ def _process(
     # Fast path: valid JSON straight into pydantic's parser. pydantic accepts NaN and
     # Infinity, which no model means, so text that may hold them takes the careful path.
     if "NaN" not in raw and "Infinity" not in raw:
-        try:
-            instance = model.model_validate_json(raw)
-        except ValidationError:
-            pass
-        else:
+        instance, _ = _checked_validate(model, raw)
+        if instance is not None:
             return _success(subject, instance, raw, pre, requested)
         try:
             value = json.loads(raw)
@@ -217,19 +215,46 @@ def _validate(
         done.append(note)
     # Each round may decode one JSON container given as a string; bounded by the data.
     for _ in range(32):
-        try:
-            instance = model.model_validate(value)
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            decoded = _decode_stringified(value, errors)
-            if decoded is None:
-                return _invalid(
-                    subject, raw, tuple(done), _describe_errors(errors, value, model), requested
-                )
-            done.append(decoded)
-        else:
+        instance, errors = _checked_validate(model, value)
+        if instance is not None:
             return _success(subject, instance, raw, tuple(done), requested)
+        decoded = _decode_stringified(value, errors)
+        if decoded is None:
+            return _invalid(
+                subject, raw, tuple(done), _describe_errors(errors, value, model), requested
+            )
+        done.append(decoded)
     return _invalid(subject, raw, tuple(done), ("the arguments nest too deeply",), requested)
+
+
+# Strict-mode errors that lax mode would paper over with a coercion no user wants:
+# true/false accepted as 1/0 for a number.
+_NUMBER_ERRORS = {"int_type", "float_type", "decimal_type"}
+
+
+def _checked_validate(
+    model: type[BaseModel], data: str | dict[str, Any]
+) -> tuple[BaseModel | None, list[ErrorDetails]]:
+    """Validate JSON text or a parsed dict with pydantic's lax coercions ("1" -> 1,
+    1.0 -> 1, "true" -> True) minus a boolean taken as a number. Strict first: valid
+    input pays for one validation, and the strict errors say which coercions lax used."""
+    try:
+        if isinstance(data, str):
+            return model.model_validate_json(data, strict=True), []
+        return model.model_validate(data, strict=True), []
+    except ValidationError as exc:
+        strict_errors = exc.errors(include_url=False)
+    try:
+        if isinstance(data, str):
+            instance = model.model_validate_json(data)
+        else:
+            instance = model.model_validate(data)
+    except ValidationError as exc:
+        return None, exc.errors(include_url=False)
+    loose = [
+        e for e in strict_errors if e["type"] in _NUMBER_ERRORS and isinstance(e["input"], bool)
+    ]
+    return (None, loose) if loose else (instance, [])
 
 
 def _success(
@@ -374,7 +399,7 @@ _CONTAINER_ERRORS = {
 }
 
 
-def _decode_stringified(value: dict[str, Any], errors: list[Any]) -> str | None:
+def _decode_stringified(value: dict[str, Any], errors: list[ErrorDetails]) -> str | None:
     """Where a field wants an array or object and got a string holding exactly that JSON
     (`{"domain": "[\\"vacuum\\"]"}`), decode it in place. Strict JSON only: a string that
     needs repair to become a container was more likely meant as text."""
@@ -465,7 +490,7 @@ def _got(value: Any) -> str:
 
 
 def _describe_errors(
-    errors: list[Any], value: dict[str, Any], model: type[BaseModel]
+    errors: list[ErrorDetails], value: dict[str, Any], model: type[BaseModel]
 ) -> tuple[str, ...]:
     # One line per field: a union reports one error per member; they merge into "or".
     by_field: dict[str, list[str]] = {}

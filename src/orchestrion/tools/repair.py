@@ -59,6 +59,8 @@ class _Scan:
     bare_values: list[str] = field(default_factory=list)
     bad_escapes: list[str] = field(default_factory=list)
     single_quotes: bool = False
+    control_chars: bool = False  # raw line breaks or tabs inside strings
+    missing_separators: int = 0  # a value or key right after a value, no comma or colon
     trailing_commas: int = 0
     comments: bool = False
 
@@ -99,6 +101,8 @@ def _read_single_quoted(text: str, i: int) -> int:
 
 
 def _decode_literal(body: str, scan: _Scan) -> str:
+    if any(ord(ch) < 0x20 for ch in body):
+        scan.control_chars = True
     bad = _BAD_ESCAPE.findall(body)
     if bad:
         scan.bad_escapes.extend(bad)
@@ -123,6 +127,8 @@ def _scan(text: str, start: int) -> _Scan:
             i += 1
             continue
         if c == '"' or (c == "'" and last in ("", "{", "[", ",", ":")):
+            if last in ('"', "w", "}", "]"):
+                scan.missing_separators += 1
             close = _read_double_quoted(text, i) if c == '"' else _read_single_quoted(text, i)
             if close < 0:
                 scan.cut_off = "a string is never closed"
@@ -137,6 +143,8 @@ def _scan(text: str, start: int) -> _Scan:
             i = close + 1
             continue
         if c in "{[":
+            if last in ('"', "w", "}", "]"):
+                scan.missing_separators += 1
             stack.append(c)
         elif c in "}]":
             if last == ",":
@@ -156,6 +164,8 @@ def _scan(text: str, start: int) -> _Scan:
             i = n if stop < 0 else stop + (1 if text[i + 1] == "/" else 2)
             continue
         elif c not in ",:":
+            if last in ('"', "w", "}", "]"):
+                scan.missing_separators += 1
             j = i
             while j < n and text[j] not in " \t\r\n,:{}[]\"'":
                 j += 1
@@ -263,6 +273,10 @@ def _parse_span(span: str, scan: _Scan) -> Parsed:
         repairs.append(f"read Python literal(s) {', '.join(dict.fromkeys(python))} as JSON")
     if scan.comments:
         repairs.append("removed comments")
+    if scan.control_chars:
+        repairs.append("escaped raw line breaks or tabs inside strings")
+    if scan.missing_separators:
+        repairs.append("inserted missing comma(s) or colon(s)")
     if not repairs:
         detail = log[0]["text"] if log else "malformed syntax"
         repairs.append(f"repaired malformed JSON ({detail})")
@@ -301,7 +315,7 @@ def parse_arguments(text: str, *, _depth: int = 0) -> Parsed:
         except (ValueError, RecursionError):
             inner = None
         if isinstance(inner, str):
-            if _depth < _MAX_DECODE_DEPTH and inner.strip()[:1] in ("{", "["):
+            if _depth < _MAX_DECODE_DEPTH and _FENCE.sub("", inner).strip()[:1] in ("{", "["):
                 sub = parse_arguments(inner, _depth=_depth + 1)
                 return Parsed(
                     value=sub.value,
