@@ -64,7 +64,13 @@ FAULTS: dict[str, str] = {
     "context_length": "400 saying the prompt exceeds the context window",
 }
 
-MALFORMED_VARIANTS = ("trailing_comma", "single_quotes", "code_fence", "double_encoded", "truncated")
+MALFORMED_VARIANTS = (
+    "trailing_comma",
+    "single_quotes",
+    "code_fence",
+    "double_encoded",
+    "truncated",
+)
 
 Protocol = Literal["openai", "anthropic"]
 RetryAfterFormat = Literal["seconds", "ms", "date", "both", "none"]
@@ -235,12 +241,14 @@ PRESETS: dict[str, tuple[str, FaultPlan]] = {
     "everything": (
         "every fault class at a low rate (~45% of calls hit something)",
         FaultPlan(
-            faults=tuple(
-                _rule(kind, probability=0.03, delay=0.5)  # type: ignore[arg-type]
-                for kind in FAULTS
-                if kind not in ("hang",)
+            faults=(
+                *(
+                    _rule(kind, probability=0.03, delay=0.5)  # type: ignore[arg-type]
+                    for kind in FAULTS
+                    if kind != "hang"
+                ),
+                _rule("hang", probability=0.01),
             )
-            + (_rule("hang", probability=0.01),)
         ),
     ),
 }

@@ -28,7 +28,7 @@ def sample_arguments(tool: ToolSpec) -> dict[str, Any]:
 
 
 def _sample(schema: dict[str, Any], name: str) -> Any:
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     if "default" in schema:
         return schema["default"]

@@ -22,7 +22,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -236,8 +236,15 @@ def _rate_limit_headers(wire: Wire, rule: FaultRule) -> dict[str, str]:
 class ChaosApp:
     """Builds the Starlette app around a ChaosState."""
 
-    def __init__(self, plan: FaultPlan | None = None) -> None:
+    def __init__(
+        self,
+        plan: FaultPlan | None = None,
+        *,
+        on_call: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.state = ChaosState(plan or FaultPlan())
+        # Called with each log entry once its response is decided (the CLI's --verbose).
+        self.on_call = on_call
         self.openai = OpenAIWire()
         self.anthropic = AnthropicWire()
         routes = [
@@ -262,7 +269,10 @@ class ChaosApp:
 
     async def _models(self, request: Request) -> Response:
         return JSONResponse(
-            {"object": "list", "data": [{"id": "chaos", "object": "model", "owned_by": "orchestrion"}]}
+            {
+                "object": "list",
+                "data": [{"id": "chaos", "object": "model", "owned_by": "orchestrion"}],
+            }
         )
 
     async def _log(self, request: Request) -> Response:
@@ -325,8 +335,13 @@ class ChaosApp:
                 )
             source = "header"
         else:
-            chosen = choose(state.plan, n, protocol=wire.name, streaming=streaming,  # type: ignore[arg-type]
-                            injected=state.injected)
+            chosen = choose(
+                state.plan,
+                n,
+                protocol=wire.name,
+                streaming=streaming,
+                injected=state.injected,
+            )
             if chosen is not None:
                 index, rule = chosen
                 state.injected[index] = state.injected.get(index, 0) + 1
@@ -350,6 +365,8 @@ class ChaosApp:
             request, wire, body, parsed, model, n, rule, headers, entry, id_prefix, streaming
         )
         entry["status"] = None if response is None else response.status_code
+        if self.on_call is not None:
+            self.on_call(entry)
         return response if response is not None else Response(status_code=499)
 
     async def _respond(
@@ -387,7 +404,8 @@ class ChaosApp:
                 entry["detail"]["retry_after"] = rule.retry_after
                 entry["detail"]["retry_after_format"] = rule.retry_after_format
             return JSONResponse(
-                wire.error_body(status, message, rule.error_type), status_code=status,
+                wire.error_body(status, message, rule.error_type),
+                status_code=status,
                 headers=headers,
             )
         if kind == "context_length":
@@ -405,7 +423,9 @@ class ChaosApp:
         if kind == "empty_body":
             return Response(b"", status_code=200, media_type=media, headers=headers)
         if not streaming and kind == "malformed_json":
-            return Response(wire.malformed_body(n), status_code=200, media_type=media, headers=headers)
+            return Response(
+                wire.malformed_body(n), status_code=200, media_type=media, headers=headers
+            )
         if not streaming and kind == "midstream_error" and rule is not None:
             status = 529 if isinstance(wire, AnthropicWire) else 500
             return JSONResponse(
@@ -453,7 +473,12 @@ class ChaosApp:
     ) -> AsyncIterator[str]:
         kind = rule.fault if rule else None
         cut = len(frames)
-        if rule is not None and kind in ("truncated_stream", "midstream_error", "stall", "malformed_json"):
+        if rule is not None and kind in (
+            "truncated_stream",
+            "midstream_error",
+            "stall",
+            "malformed_json",
+        ):
             # never past the finishing frame: the fault must break the answer
             cut = min(rule.after_chunks, finish_index)
         delay = self.state.plan.chunk_delay

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from orchestrion.models.messages import Message, ModelRequest, ToolCall, ToolSpec
 
@@ -69,7 +69,7 @@ def _sse(data: Any, event: str | None = None) -> str:
 
 
 class OpenAIWire:
-    name = "openai"
+    name: Literal["openai"] = "openai"
     _FINISH = {"stop": "stop", "tool_calls": "tool_calls", "length": "length"}
     _ERROR_TYPES = {
         400: ("invalid_request_error", None),
@@ -226,7 +226,9 @@ class OpenAIWire:
         return _sse(self.error_body(500, message, error_type or "server_error"))
 
     def malformed_frame(self, call_number: int) -> str:
-        return f'data: {{"id":"chatcmpl-chaos{call_number}","choices":[{{"delta":{{"content":"Hel\n\n'
+        # valid SSE framing around JSON cut mid-string
+        head = f'{{"id":"chatcmpl-chaos{call_number}",'
+        return f'data: {head}"choices":[{{"delta":{{"content":"Hel\n\n'
 
     def malformed_body(self, call_number: int) -> bytes:
         return f'{{"id": "chatcmpl-chaos{call_number}", "object": "chat.completion", "choi'.encode()
@@ -236,7 +238,7 @@ class OpenAIWire:
 
 
 class AnthropicWire:
-    name = "anthropic"
+    name: Literal["anthropic"] = "anthropic"
     _STOP = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
     _ERROR_TYPES = {
         400: "invalid_request_error",
@@ -384,7 +386,12 @@ class AnthropicWire:
                     {
                         "type": "content_block_start",
                         "index": index,
-                        "content_block": {"type": "tool_use", "id": c.id, "name": c.name, "input": {}},
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": c.id,
+                            "name": c.name,
+                            "input": {},
+                        },
                     },
                     "content_block_start",
                 )
@@ -410,7 +417,10 @@ class AnthropicWire:
             _sse(
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": self._STOP.get(a.finish, "end_turn"), "stop_sequence": None},
+                    "delta": {
+                        "stop_reason": self._STOP.get(a.finish, "end_turn"),
+                        "stop_sequence": None,
+                    },
                     "usage": {"output_tokens": a.output_tokens},
                 },
                 "message_delta",
@@ -424,7 +434,10 @@ class AnthropicWire:
     ) -> dict[str, Any]:
         return {
             "type": "error",
-            "error": {"type": error_type or self._ERROR_TYPES.get(status, "api_error"), "message": message},
+            "error": {
+                "type": error_type or self._ERROR_TYPES.get(status, "api_error"),
+                "message": message,
+            },
         }
 
     def error_frame(self, message: str, error_type: str | None) -> str:
@@ -432,10 +445,12 @@ class AnthropicWire:
         return _sse(body, "error")
 
     def malformed_frame(self, call_number: int) -> str:
-        return f'event: message_start\ndata: {{"type":"message_start","message":{{"id":"msg_chaos{call_number}\n\n'
+        head = '{"type":"message_start","message":'
+        return f'event: message_start\ndata: {head}{{"id":"msg_chaos{call_number}\n\n'
 
     def malformed_body(self, call_number: int) -> bytes:
-        return f'{{"id": "msg_chaos{call_number}", "type": "message", "content": [{{"type": "te'.encode()
+        head = f'{{"id": "msg_chaos{call_number}", "type": "message", '
+        return (head + '"content": [{"type": "te').encode()
 
 
 Wire = OpenAIWire | AnthropicWire

@@ -93,7 +93,12 @@ def to_anthropic_messages(
                 blocks.append({"type": "text", "text": m.content})
             for c in m.tool_calls:
                 blocks.append(
-                    {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
+                    {
+                        "type": "tool_use",
+                        "id": c.id,
+                        "name": c.name,
+                        "input": _tool_input(c.arguments),
+                    }
                 )
             if blocks:
                 append("assistant", blocks)
@@ -224,14 +229,10 @@ class AnthropicModel:
                 if block.get("type") == "tool_use":
                     position = len(tool_index)
                     tool_index[index] = position
-                    yield ToolCallDelta(
-                        index=position, id=block.get("id"), name=block.get("name")
-                    )
+                    yield ToolCallDelta(index=position, id=block.get("id"), name=block.get("name"))
                     # Some servers put a complete input here instead of streaming it.
                     if block.get("input"):
-                        yield ToolCallDelta(
-                            index=position, arguments=json.dumps(block["input"])
-                        )
+                        yield ToolCallDelta(index=position, arguments=json.dumps(block["input"]))
                 elif block.get("type") == "text" and block.get("text"):
                     yield TextDelta(text=block["text"])
             elif kind == "content_block_delta":

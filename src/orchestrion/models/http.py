@@ -103,11 +103,7 @@ def request_id_from(headers: Mapping[str, str]) -> str | None:
 
 def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The rate-limit, retry and request-id headers of a response (lower-cased names)."""
-    return {
-        k.lower(): v
-        for k, v in headers.items()
-        if k.lower().startswith(_KEPT_HEADER_PREFIXES)
-    }
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith(_KEPT_HEADER_PREFIXES)}
 
 
 # ---- errors ------------------------------------------------------------------------------
@@ -201,9 +197,7 @@ _STREAM_ERROR_STATUS = {
 }
 
 
-def error_from_stream(
-    body: Any, headers: Mapping[str, str], *, provider: str
-) -> ProviderError:
+def error_from_stream(body: Any, headers: Mapping[str, str], *, provider: str) -> ProviderError:
     """An error object that arrived inside a stream after HTTP 200."""
     message, etype, code = error_details(body)
     text = message or "error event in stream"
@@ -230,7 +224,9 @@ def error_from_stream(
 def error_from_transport(exc: BaseException, *, provider: str) -> ProviderError:
     """httpx's exceptions (and deadline expiry) mapped to orchestrion's classes."""
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        detail = str(exc) or ("deadline passed" if isinstance(exc, TimeoutError) else type(exc).__name__)
+        detail = str(exc) or (
+            "deadline passed" if isinstance(exc, TimeoutError) else type(exc).__name__
+        )
         return ProviderTimeout(f"timed out: {detail}", provider=provider)
     if isinstance(exc, httpx.DecodingError):
         return MalformedResponse(f"undecodable body: {exc}", provider=provider)
@@ -258,7 +254,9 @@ def timeout_for(base: httpx.Timeout, deadline: float | None) -> httpx.Timeout:
         return left if value is None else min(value, left)
 
     return httpx.Timeout(
-        connect=clip(base.connect), read=clip(base.read), write=clip(base.write),
+        connect=clip(base.connect),
+        read=clip(base.read),
+        write=clip(base.write),
         pool=clip(base.pool),
     )
 

@@ -213,9 +213,7 @@ class OpenAIModel:
                     name = fn.get("name") or None
                     arguments = fn.get("arguments") or ""
                     if new_id or name or arguments:
-                        yield ToolCallDelta(
-                            index=index, id=new_id, name=name, arguments=arguments
-                        )
+                        yield ToolCallDelta(index=index, id=new_id, name=name, arguments=arguments)
                 reason = choice.get("finish_reason")
                 if reason:
                     finish = _FINISH.get(str(reason), "stop")
