@@ -54,9 +54,7 @@ class Message(BaseModel):
         return cls(role="assistant", content=text, tool_calls=tool_calls)
 
     @classmethod
-    def tool_result(
-        cls, call: ToolCall, content: str, *, is_error: bool = False
-    ) -> Message:
+    def tool_result(cls, call: ToolCall, content: str, *, is_error: bool = False) -> Message:
         return cls(
             role="tool", content=content, tool_call_id=call.id, name=call.name, is_error=is_error
         )

@@ -61,7 +61,9 @@ def calls(*replies: ScriptedReply, text: str | None = None) -> ScriptedReply:
     return ScriptedReply(text=text, calls=merged)
 
 
-def raw_call(name: str, arguments: str, *, finish_reason: FinishReason | None = None) -> ScriptedReply:
+def raw_call(
+    name: str, arguments: str, *, finish_reason: FinishReason | None = None
+) -> ScriptedReply:
     """A reply whose tool-call arguments are sent exactly as given (for malformed input)."""
     return ScriptedReply(
         calls=(ScriptedCall(name=name, arguments=arguments),), finish_reason=finish_reason

@@ -34,15 +34,11 @@ def open_store(url: str | None = None, *, durability: Durability = "normal") -> 
     if url.startswith(("postgresql://", "postgres://")):
         from orchestrion.errors import StoreError
 
-        raise StoreError(
-            "the PostgreSQL backend is not built yet; use a sqlite:/// URL for now"
-        )
+        raise StoreError("the PostgreSQL backend is not built yet; use a sqlite:/// URL for now")
     if "://" in url:
         from orchestrion.errors import StoreError
 
-        raise StoreError(
-            f"unknown store URL {url!r}: expected sqlite:///path/to/file.db"
-        )
+        raise StoreError(f"unknown store URL {url!r}: expected sqlite:///path/to/file.db")
     return SQLiteStore(url, durability=durability)
 
 

@@ -175,7 +175,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def set_conversation_state(
-        self, lease: Lease, conversation_id: str, expected: str, new: str,
+        self,
+        lease: Lease,
+        conversation_id: str,
+        expected: str,
+        new: str,
         events: list[EventRecord],
     ) -> None:
         """Move the conversation from `expected` to `new` (fenced). The state machine is
@@ -216,10 +220,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim(
-        self, run_id: str, *, owner: str, expected_epoch: int, lease_seconds: float, now: float
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        expected_epoch: int,
+        lease_seconds: float,
+        now: float,
+        turn_timeout: float | None = None,
     ) -> Lease | None:
         """Take a run: a queued run at the head of its conversation, or a running run
-        still at `expected_epoch` (a takeover). Bumps the epoch. None if someone else won."""
+        still at `expected_epoch` (a takeover). Bumps the epoch. None if someone else won.
+        The first claim fixes the run's deadline at now + turn_timeout."""
 
     @abc.abstractmethod
     async def renew_lease(self, lease: Lease, *, lease_seconds: float, now: float) -> bool:

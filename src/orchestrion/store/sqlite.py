@@ -83,11 +83,24 @@ _EVENT_COLUMNS = (
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
     return RunRecord(
-        id=row[0], conversation_id=row[1], tenant=row[2], agent=row[3], status=row[4],
-        input=_loads(row[5]), trace_id=row[6], created_at=row[7], position=row[8],
-        result=_loads(row[9]), error=_loads(row[10]), owner=row[11], epoch=row[12],
-        lease_expires_at=row[13], deadline_at=row[14], cancel_requested=bool(row[15]),
-        started_at=row[16], finished_at=row[17],
+        id=row[0],
+        conversation_id=row[1],
+        tenant=row[2],
+        agent=row[3],
+        status=row[4],
+        input=_loads(row[5]),
+        trace_id=row[6],
+        created_at=row[7],
+        position=row[8],
+        result=_loads(row[9]),
+        error=_loads(row[10]),
+        owner=row[11],
+        epoch=row[12],
+        lease_expires_at=row[13],
+        deadline_at=row[14],
+        cancel_requested=bool(row[15]),
+        started_at=row[16],
+        finished_at=row[17],
     )
 
 
@@ -97,16 +110,37 @@ def _conversation(row: tuple[Any, ...]) -> ConversationRecord:
 
 def _event(row: tuple[Any, ...]) -> EventRecord:
     return EventRecord(
-        run_id=row[0], seq=row[1], type=row[2], name=row[3], trace_id=row[4], span_id=row[5],
-        parent_span_id=row[6], start=row[7], end=row[8], latency_ms=row[9], status=row[10],
+        run_id=row[0],
+        seq=row[1],
+        type=row[2],
+        name=row[3],
+        trace_id=row[4],
+        span_id=row[5],
+        parent_span_id=row[6],
+        start=row[7],
+        end=row[8],
+        latency_ms=row[9],
+        status=row[10],
         attributes=_loads(row[11]),
     )
 
 
 def _event_rows(events: Iterable[EventRecord]) -> list[tuple[Any, ...]]:
     return [
-        (e.run_id, e.seq, e.type, e.name, e.trace_id, e.span_id, e.parent_span_id, e.start,
-         e.end, e.latency_ms, e.status, _dumps(e.attributes))
+        (
+            e.run_id,
+            e.seq,
+            e.type,
+            e.name,
+            e.trace_id,
+            e.span_id,
+            e.parent_span_id,
+            e.start,
+            e.end,
+            e.latency_ms,
+            e.status,
+            _dumps(e.attributes),
+        )
         for e in events
     ]
 
@@ -124,7 +158,8 @@ def _fence(conn: sqlite3.Connection, lease: Lease, lease_until: float | None = N
         ok = cur.fetchone() is not None
     else:
         cur = conn.execute(
-            "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND epoch = ? AND status = 'running'",
+            "UPDATE runs SET lease_expires_at = ? "
+            "WHERE id = ? AND epoch = ? AND status = 'running'",
             (lease_until, lease.run_id, lease.epoch),
         )
         ok = cur.rowcount == 1
@@ -204,7 +239,9 @@ class SQLiteStore(Store):
         if self._conn is not None:
             return
         if self.path.parent and not self.path.parent.exists():
-            raise StoreError(f"cannot create store {self.path}: folder {self.path.parent} does not exist")
+            raise StoreError(
+                f"cannot create store {self.path}: folder {self.path.parent} does not exist"
+            )
         inspect_sqlite_file(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {_BLOCKING_BUSY_MS}")
@@ -244,7 +281,9 @@ class SQLiteStore(Store):
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise StoreError("the store is not open (use `async with store:` or `await store.open()`)")
+            raise StoreError(
+                "the store is not open (use `async with store:` or `await store.open()`)"
+            )
         return self._conn
 
     async def schema_version(self) -> int:
@@ -334,7 +373,11 @@ class SQLiteStore(Store):
         return [_loads(r[0]) for r in rows]
 
     async def set_conversation_state(
-        self, lease: Lease, conversation_id: str, expected: str, new: str,
+        self,
+        lease: Lease,
+        conversation_id: str,
+        expected: str,
+        new: str,
         events: list[EventRecord],
     ) -> None:
         def tx(conn: sqlite3.Connection) -> None:
@@ -377,7 +420,8 @@ class SQLiteStore(Store):
                 raise NotFound(f"conversation {conversation_id!r} not found")
             if busy_policy == "reject":
                 active = conn.execute(
-                    "SELECT id FROM runs WHERE conversation_id = ? AND status IN ('queued','running') LIMIT 1",
+                    "SELECT id FROM runs WHERE conversation_id = ? "
+                    "AND status IN ('queued','running') LIMIT 1",
                     (conversation_id,),
                 ).fetchone()
                 if active is not None:
@@ -388,14 +432,30 @@ class SQLiteStore(Store):
             conn.execute(
                 "INSERT INTO runs (id, conversation_id, tenant, agent, status, input, trace_id, "
                 "deadline_at, position, created_at) VALUES (?,?,?,?,'queued',?,?,?,?,?)",
-                (run_id, conversation_id, tenant, agent, _dumps(input), trace_id, deadline_at,
-                 position, now),
+                (
+                    run_id,
+                    conversation_id,
+                    tenant,
+                    agent,
+                    _dumps(input),
+                    trace_id,
+                    deadline_at,
+                    position,
+                    now,
+                ),
             )
             conn.executemany(_INSERT_EVENTS, _event_rows([event]))
             return RunRecord(
-                id=run_id, conversation_id=conversation_id, tenant=tenant, agent=agent,
-                status="queued", input=input, trace_id=trace_id, created_at=now,
-                position=position, deadline_at=deadline_at,
+                id=run_id,
+                conversation_id=conversation_id,
+                tenant=tenant,
+                agent=agent,
+                status="queued",
+                input=input,
+                trace_id=trace_id,
+                created_at=now,
+                position=position,
+                deadline_at=deadline_at,
             )
 
         return await self._write(tx)
@@ -438,8 +498,17 @@ class SQLiteStore(Store):
         return [_run(r) for r in rows]
 
     async def claim(
-        self, run_id: str, *, owner: str, expected_epoch: int, lease_seconds: float, now: float
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        expected_epoch: int,
+        lease_seconds: float,
+        now: float,
+        turn_timeout: float | None = None,
     ) -> Lease | None:
+        deadline = None if turn_timeout is None else now + turn_timeout
+
         def tx(conn: sqlite3.Connection) -> Lease | None:
             row = conn.execute(
                 "SELECT status, epoch, conversation_id, position FROM runs WHERE id = ?", (run_id,)
@@ -451,16 +520,17 @@ class SQLiteStore(Store):
                 return None
             if status == "queued":
                 ahead = conn.execute(
-                    "SELECT 1 FROM runs WHERE conversation_id = ? AND status IN ('queued','running') "
-                    "AND position < ? LIMIT 1",
+                    "SELECT 1 FROM runs WHERE conversation_id = ? "
+                    "AND status IN ('queued','running') AND position < ? LIMIT 1",
                     (conversation_id, position),
                 ).fetchone()
                 if ahead is not None:
                     return None
             conn.execute(
                 "UPDATE runs SET status = 'running', owner = ?, epoch = epoch + 1, "
-                "lease_expires_at = ?, started_at = COALESCE(started_at, ?) WHERE id = ?",
-                (owner, now + lease_seconds, now, run_id),
+                "lease_expires_at = ?, started_at = COALESCE(started_at, ?), "
+                "deadline_at = COALESCE(deadline_at, ?) WHERE id = ?",
+                (owner, now + lease_seconds, now, deadline, run_id),
             )
             return Lease(run_id=run_id, owner=owner, epoch=epoch + 1)
 
@@ -491,7 +561,9 @@ class SQLiteStore(Store):
         now = time.time()
 
         def tx(conn: sqlite3.Connection) -> RunRecord:
-            row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
             if row is None or (tenant is not None and row[2] != tenant):
                 raise NotFound(f"run {run_id!r} not found")
             run = _run(row)
@@ -499,8 +571,11 @@ class SQLiteStore(Store):
                 conn.execute(
                     "UPDATE runs SET status = 'cancelled', finished_at = ?, cancel_requested = 1, "
                     "error = ? WHERE id = ?",
-                    (now, _dumps({"type": "RunCancelled", "message": "cancelled before it started"}),
-                     run_id),
+                    (
+                        now,
+                        _dumps({"type": "RunCancelled", "message": "cancelled before it started"}),
+                        run_id,
+                    ),
                 )
                 run.status, run.finished_at, run.cancel_requested = "cancelled", now, True
             elif run.status == "running":
@@ -520,8 +595,13 @@ class SQLiteStore(Store):
             conn.execute(
                 "UPDATE runs SET status = ?, result = ?, error = ?, finished_at = ?, "
                 "lease_expires_at = NULL WHERE id = ?",
-                (completion.status, _dumps(completion.result), _dumps(completion.error), now,
-                 lease.run_id),
+                (
+                    completion.status,
+                    _dumps(completion.result),
+                    _dumps(completion.error),
+                    now,
+                    lease.run_id,
+                ),
             )
             count = conn.execute(
                 "SELECT message_count FROM conversations WHERE id = ?", (conversation_id,)
@@ -536,8 +616,13 @@ class SQLiteStore(Store):
             conn.execute(
                 "UPDATE conversations SET state = ?, version = version + 1, message_count = ?, "
                 "updated_at = ?, expires_at = ? + ttl_seconds WHERE id = ?",
-                (completion.conversation_state, count + len(completion.new_messages), now, now,
-                 conversation_id),
+                (
+                    completion.conversation_state,
+                    count + len(completion.new_messages),
+                    now,
+                    now,
+                    conversation_id,
+                ),
             )
             conn.executemany(_INSERT_EVENTS, _event_rows(completion.events))
 
@@ -561,8 +646,18 @@ class SQLiteStore(Store):
             conn.execute(
                 "INSERT INTO steps (run_id, seq, name, status, result, error, idempotency_key, "
                 "started_at, finished_at, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (step.run_id, step.seq, step.name, step.status, step.result, step.error,
-                 step.idempotency_key, step.started_at, step.finished_at, step.epoch),
+                (
+                    step.run_id,
+                    step.seq,
+                    step.name,
+                    step.status,
+                    step.result,
+                    step.error,
+                    step.idempotency_key,
+                    step.started_at,
+                    step.finished_at,
+                    step.epoch,
+                ),
             )
             if events:
                 conn.executemany(_INSERT_EVENTS, _event_rows(events))
@@ -589,7 +684,9 @@ class SQLiteStore(Store):
         return [_event(r) for r in rows]
 
     async def last_event_seq(self, run_id: str) -> int:
-        rows = await self._read("SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,))
+        rows = await self._read(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,)
+        )
         return int(rows[0][0])
 
     # ---- side effects -----------------------------------------------------------------
@@ -599,8 +696,15 @@ class SQLiteStore(Store):
             cur = conn.execute(
                 "INSERT INTO effects (idempotency_key, kind, run_id, conversation_id, tenant, "
                 "payload, created_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                (effect.idempotency_key, effect.kind, effect.run_id, effect.conversation_id,
-                 effect.tenant, _dumps(effect.payload), effect.created_at),
+                (
+                    effect.idempotency_key,
+                    effect.kind,
+                    effect.run_id,
+                    effect.conversation_id,
+                    effect.tenant,
+                    _dumps(effect.payload),
+                    effect.created_at,
+                ),
             )
             return cur.rowcount == 1
 
@@ -624,8 +728,13 @@ class SQLiteStore(Store):
         )
         return [
             EffectRecord(
-                idempotency_key=r[0], kind=r[1], run_id=r[2], conversation_id=r[3], tenant=r[4],
-                payload=_loads(r[5]), created_at=r[6],
+                idempotency_key=r[0],
+                kind=r[1],
+                run_id=r[2],
+                conversation_id=r[3],
+                tenant=r[4],
+                payload=_loads(r[5]),
+                created_at=r[6],
             )
             for r in rows
         ]

@@ -1,0 +1,1 @@
+"""The offline demo: a customer-support agent on the scripted model."""

@@ -1,0 +1,132 @@
+"""The worker: claims queued runs and orphaned ones, executes them, purges what expired."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+from orchestrion.engine.agent import Agent
+from orchestrion.engine.owner import owner_is_gone, process_identity
+from orchestrion.engine.runner import DEFAULT_LEASE_SECONDS, RunExecutor
+from orchestrion.observe.events import Sink
+from orchestrion.store.base import Lease, RunRecord, Store
+
+log = logging.getLogger("orchestrion.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        agents: Mapping[str, Agent],
+        *,
+        concurrency: int = 4,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        poll_interval: float = 0.2,
+        purge_interval: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.owner = process_identity()
+        self.concurrency = max(1, concurrency)
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.purge_interval = purge_interval
+        self.executed: dict[str, str] = {}  # run id -> terminal status, for reporting
+        self._active: dict[str, asyncio.Task[str]] = {}
+        self._warned_agents: set[str] = set()
+
+    def _orphaned(self, run: RunRecord, now: float) -> bool:
+        expired = run.lease_expires_at is None or run.lease_expires_at < now
+        return expired or owner_is_gone(run.owner)
+
+    async def claim_next(self) -> tuple[RunRecord, Lease, bool] | None:
+        """Claim one run this worker can execute: (run, lease, resumed) or None."""
+        now = time.time()
+        for run in await self.store.claimable_runs(now=now, limit=50):
+            if run.id in self._active:
+                continue
+            agent = self.agents.get(run.agent)
+            if agent is None:
+                if run.agent not in self._warned_agents:
+                    self._warned_agents.add(run.agent)
+                    log.warning(
+                        "skipping runs of agent %r: this worker does not know it", run.agent
+                    )
+                continue
+            if run.status == "running" and not self._orphaned(run, now):
+                continue
+            lease = await self.store.claim(
+                run.id,
+                owner=self.owner,
+                expected_epoch=run.epoch,
+                lease_seconds=self.lease_seconds,
+                now=now,
+                turn_timeout=agent.turn_timeout,
+            )
+            if lease is not None:
+                resumed = run.status == "running" or run.started_at is not None
+                return await self.store.get_run(run.id), lease, resumed
+        return None
+
+    async def execute(
+        self, run: RunRecord, lease: Lease, *, resumed: bool, sinks: list[Sink] | None = None
+    ) -> str:
+        executor = RunExecutor(
+            self.store,
+            self.agents[run.agent],
+            run,
+            lease,
+            lease_seconds=self.lease_seconds,
+            sinks=sinks,
+            resumed=resumed,
+        )
+        if resumed:
+            log.info("resuming run %s (epoch %d)", run.id, lease.epoch)
+        status = await executor.execute()
+        self.executed[run.id] = status
+        return status
+
+    async def run(self, *, drain: bool = False, stop: asyncio.Event | None = None) -> int:
+        """Work until stopped; with drain, return once nothing is left that it can do.
+        Returns the number of runs executed."""
+        stop = stop or asyncio.Event()
+        next_purge = time.monotonic() + self.purge_interval
+        while not stop.is_set():
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + self.purge_interval
+                report = await self.store.purge_expired(now=time.time())
+                if report.conversations:
+                    log.info("purged %d expired conversations", report.conversations)
+            claimed = None
+            if len(self._active) < self.concurrency:
+                claimed = await self.claim_next()
+            if claimed is not None:
+                run, lease, resumed = claimed
+                self._active[run.id] = asyncio.create_task(
+                    self.execute(run, lease, resumed=resumed)
+                )
+                continue
+            if drain and not self._active:
+                break
+            waiters = [*self._active.values()]
+            if waiters:
+                await asyncio.wait(
+                    waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+                )
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
+                except TimeoutError:
+                    pass
+            for run_id, task in list(self._active.items()):
+                if task.done():
+                    del self._active[run_id]
+                    if task.exception() is not None:
+                        log.error("run %s crashed the executor", run_id, exc_info=task.exception())
+        if self._active:
+            await asyncio.gather(*self._active.values(), return_exceptions=True)
+            self._active.clear()
+        return len(self.executed)

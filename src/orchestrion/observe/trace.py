@@ -1,0 +1,147 @@
+"""Rebuild the tree of a run (or of a whole conversation) from its stored events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrion.store.base import EventRecord, RunRecord
+
+
+@dataclass
+class Span:
+    span_id: str
+    parent_span_id: str | None
+    trace_id: str
+    run_id: str
+    name: str
+    type: str
+    start: float
+    end: float | None = None
+    latency_ms: float | None = None
+    status: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    children: list[Span] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.end is not None
+
+    def walk(self) -> list[Span]:
+        out = [self]
+        for child in self.children:
+            out.extend(child.walk())
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "run_id": self.run_id,
+            "name": self.name,
+            "type": self.type,
+            "start": self.start,
+            "end": self.end,
+            "latency_ms": self.latency_ms,
+            "status": self.status,
+            "attributes": self.attributes,
+        }
+
+
+def build_run_tree(events: list[EventRecord]) -> list[Span]:
+    """Group events by span id (a span's start and end events merge into one node) and
+    link nodes to their parents. Returns the roots (normally one: the run's span)."""
+    spans: dict[str, Span] = {}
+    order: list[str] = []
+    for e in events:
+        if e.seq == 0:
+            continue  # ephemeral events are not part of the record
+        span = spans.get(e.span_id)
+        if span is None:
+            span = Span(
+                span_id=e.span_id,
+                parent_span_id=e.parent_span_id,
+                trace_id=e.trace_id,
+                run_id=e.run_id,
+                name=e.name,
+                type=e.type,
+                start=e.start,
+                attributes=dict(e.attributes),
+            )
+            spans[e.span_id] = span
+            order.append(e.span_id)
+        else:
+            span.start = min(span.start, e.start)
+            span.attributes.update(e.attributes)
+            if e.parent_span_id is not None:
+                span.parent_span_id = e.parent_span_id
+        if e.end is not None:
+            span.end, span.latency_ms, span.status = e.end, e.latency_ms, e.status
+            span.type = e.type
+    roots: list[Span] = []
+    for span_id in order:
+        span = spans[span_id]
+        parent = spans.get(span.parent_span_id or "")
+        if parent is not None and parent is not span:
+            parent.children.append(span)
+        else:
+            roots.append(span)
+    for span in spans.values():
+        span.children.sort(key=lambda s: s.start)
+    return roots
+
+
+def conversation_tree(runs: list[tuple[RunRecord, list[EventRecord]]]) -> list[Span]:
+    """One root per run, oldest first."""
+    roots: list[Span] = []
+    for _run, events in sorted(runs, key=lambda pair: pair[0].position):
+        roots.extend(build_run_tree(events))
+    return roots
+
+
+def _label(span: Span) -> str:
+    a = span.attributes
+    if span.type == "state.changed":
+        return f"state {a.get('from')} -> {a.get('to')}"
+    if span.type == "model.response":
+        calls = a.get("tool_calls") or []
+        usage = f"in={a.get('gen_ai.usage.input_tokens')} out={a.get('gen_ai.usage.output_tokens')}"
+        return f"response {usage}" + (f" calls={','.join(calls)}" if calls else "")
+    if span.type == "tool.result":
+        return f"result{' (error)' if a.get('is_error') else ''}: {_short(a.get('result'))}"
+    if span.type == "tool.progress":
+        return f"progress: {a.get('message')}"
+    return span.name
+
+
+def _short(value: Any, limit: int = 70) -> str:
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render_text(roots: list[Span]) -> str:
+    lines: list[str] = []
+
+    def visit(span: Span, prefix: str, last: bool, top: bool) -> None:
+        branch = "" if top else ("└─ " if last else "├─ ")
+        if span.end is None:
+            timing = "UNFINISHED"
+        elif span.latency_ms and span.end != span.start:
+            timing = f"{span.latency_ms:.1f} ms"
+        else:
+            timing = ""
+        status = span.status or ""
+        extra = ""
+        if span.type in ("run.started", "run.finished"):
+            extra = f" [{span.run_id}] {span.attributes.get('run.status', 'running')}"
+        line = f"{prefix}{branch}{_label(span)}{extra}"
+        tail = "  ".join(p for p in (timing, status if status not in ("ok", "") else "") if p)
+        lines.append(f"{line}  {tail}".rstrip())
+        child_prefix = prefix + ("" if top else ("   " if last else "│  "))
+        for i, child in enumerate(span.children):
+            visit(child, child_prefix, i == len(span.children) - 1, False)
+
+    for root in roots:
+        visit(root, "", True, True)
+    return "\n".join(lines)

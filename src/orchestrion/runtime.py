@@ -1,0 +1,291 @@
+"""The public entry point: a store plus the agents this process knows.
+
+    async with Orchestrion("sqlite:///app.db", agents=[agent]) as orx:
+        async for event in orx.stream("support", "Hello", conversation="c1"):
+            ...
+
+A turn is submitted as a queued run, then executed here when the conversation is free
+(or by a worker, if one claims it first). Either way the caller's stream sees the same
+events, and the turn goes on if the caller stops listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from orchestrion.engine.agent import Agent
+from orchestrion.engine.conversation import ConversationState
+from orchestrion.engine.worker import Worker
+from orchestrion.errors import NotFound, OrchestrionError
+from orchestrion.models.messages import Message
+from orchestrion.observe.events import Event, new_id, new_trace_id, run_span_id
+from orchestrion.observe.trace import Span, build_run_tree, conversation_tree
+from orchestrion.store import open_store
+from orchestrion.store.base import (
+    Durability,
+    EventRecord,
+    PurgeReport,
+    RunRecord,
+    Store,
+)
+
+POLL_INTERVAL = 0.05  # how often a waiting caller looks at the store
+
+
+@dataclass
+class TurnResult:
+    run_id: str
+    conversation_id: str
+    status: str
+    answer: str
+    error: dict[str, Any] | None = None
+
+
+class Orchestrion:
+    def __init__(
+        self,
+        store: str | Store | None = None,
+        *,
+        agents: Iterable[Agent] = (),
+        tenant: str = "default",
+        durability: Durability = "normal",
+        lease_seconds: float = 30.0,
+    ) -> None:
+        self.store = store if isinstance(store, Store) else open_store(store, durability=durability)
+        self.agents: dict[str, Agent] = {}
+        for agent in agents:
+            self.add_agent(agent)
+        self.tenant = tenant
+        self.worker = Worker(self.store, self.agents, lease_seconds=lease_seconds)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def add_agent(self, agent: Agent) -> None:
+        if agent.name in self.agents:
+            raise ValueError(f"two agents are named {agent.name!r}")
+        self.agents[agent.name] = agent
+
+    async def open(self) -> Orchestrion:
+        await self.store.open()
+        return self
+
+    async def close(self) -> None:
+        """Wait for turns this process is executing, then close the store."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.close()
+
+    async def __aenter__(self) -> Orchestrion:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _agent(self, agent: str | Agent) -> Agent:
+        name = agent if isinstance(agent, str) else agent.name
+        if name not in self.agents:
+            if isinstance(agent, Agent):
+                self.add_agent(agent)
+            else:
+                known = ", ".join(sorted(self.agents)) or "none"
+                raise NotFound(f"unknown agent {name!r}; known agents: {known}")
+        return self.agents[name]
+
+    # ---- turns ------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        agent: str | Agent,
+        message: str,
+        *,
+        conversation: str | None = None,
+        tenant: str | None = None,
+        busy_policy: Literal["enqueue", "reject"] | None = None,
+    ) -> RunRecord:
+        """Queue a turn; it runs when its conversation is free. Returns the queued run."""
+        a = self._agent(agent)
+        tenant = tenant or self.tenant
+        conversation_id = conversation or new_id("conv")
+        await self.store.ensure_conversation(
+            conversation_id,
+            tenant=tenant,
+            agent=a.name,
+            ttl_seconds=a.conversation_ttl,
+            state=ConversationState.AWAITING_INPUT,
+        )
+        run_id, trace_id = new_id("run"), new_trace_id()
+        now = time.time()
+        queued = EventRecord(
+            run_id=run_id,
+            seq=1,
+            type="run.queued",
+            name="queued",
+            trace_id=trace_id,
+            span_id=new_id("q")[2:],
+            parent_span_id=run_span_id(run_id),
+            start=now,
+            end=now,
+            attributes={"conversation_id": conversation_id, "agent": a.name},
+        )
+        return await self.store.create_run(
+            run_id=run_id,
+            conversation_id=conversation_id,
+            tenant=tenant,
+            agent=a.name,
+            input={"message": Message.user(message).model_dump(mode="json")},
+            trace_id=trace_id,
+            deadline_at=None,
+            busy_policy=busy_policy or a.busy_policy,
+            event=queued,
+        )
+
+    async def stream(
+        self,
+        agent: str | Agent,
+        message: str,
+        *,
+        conversation: str | None = None,
+        tenant: str | None = None,
+        busy_policy: Literal["enqueue", "reject"] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Submit a turn and yield its events live (text deltas included) until it ends."""
+        run = await self.submit(
+            agent, message, conversation=conversation, tenant=tenant, busy_policy=busy_policy
+        )
+        async for event in self.events(run.id):
+            yield event
+
+    async def events(self, run_id: str) -> AsyncIterator[Event]:
+        """Drive a queued run here if nobody else does, yielding its events until it ends.
+        If a worker runs it instead, its stored events are followed."""
+        queue: asyncio.Queue[EventRecord | None] = asyncio.Queue()
+        driver = asyncio.create_task(self._drive(run_id, queue))
+        self._tasks.add(driver)
+        driver.add_done_callback(self._tasks.discard)
+        last_seq = 0
+        while True:
+            event = await queue.get()
+            if event is None:
+                break
+            if event.seq:
+                last_seq = event.seq
+            yield event
+            if event.type == "run.finished":
+                return
+        if driver.done() and driver.exception() is not None:
+            raise driver.exception()  # type: ignore[misc]
+        async for event in self.follow(run_id, after_seq=last_seq):
+            yield event
+
+    async def _drive(self, run_id: str, queue: asyncio.Queue[EventRecord | None]) -> None:
+        """Claim the run as soon as it heads its conversation's queue, then execute it."""
+        try:
+            while True:
+                run = await self.store.get_run(run_id)
+                if run.status != "queued":
+                    return  # someone else took it (or it was cancelled): follow the store
+                agent = self.agents[run.agent]
+                lease = await self.store.claim(
+                    run_id,
+                    owner=self.worker.owner,
+                    expected_epoch=run.epoch,
+                    lease_seconds=self.worker.lease_seconds,
+                    now=time.time(),
+                    turn_timeout=agent.turn_timeout,
+                )
+                if lease is not None:
+                    claimed = await self.store.get_run(run_id)
+                    await self.worker.execute(
+                        claimed, lease, resumed=False, sinks=[queue.put_nowait]
+                    )
+                    return
+                await asyncio.sleep(POLL_INTERVAL)
+        finally:
+            queue.put_nowait(None)
+
+    async def follow(self, run_id: str, *, after_seq: int = 0) -> AsyncIterator[Event]:
+        """Yield a run's stored events after `after_seq`, polling until the run ends."""
+        while True:
+            events = await self.store.read_events(run_id, after_seq=after_seq)
+            for event in events:
+                after_seq = event.seq
+                yield event
+                if event.type == "run.finished":
+                    return
+            if not events:
+                run = await self.store.get_run(run_id)
+                if run.terminal and run.status == "cancelled" and run.started_at is None:
+                    return
+                await asyncio.sleep(POLL_INTERVAL)
+
+    async def send(
+        self,
+        agent: str | Agent,
+        message: str,
+        *,
+        conversation: str | None = None,
+        tenant: str | None = None,
+    ) -> TurnResult:
+        """Run one turn to its end and return the answer (never raises for a failed turn:
+        the result says so, with the degradation answer)."""
+        run_id = ""
+        async for event in self.stream(agent, message, conversation=conversation, tenant=tenant):
+            run_id = event.run_id
+        return await self.result(run_id)
+
+    def send_sync(self, agent: str | Agent, message: str, **kwargs: Any) -> TurnResult:
+        """Blocking wrapper of `send` for scripts (opens and closes the store)."""
+
+        async def main() -> TurnResult:
+            async with self:
+                return await self.send(agent, message, **kwargs)
+
+        return asyncio.run(main())
+
+    async def result(self, run_id: str, *, tenant: str | None = None) -> TurnResult:
+        run = await self.store.get_run(run_id, tenant=tenant)
+        return TurnResult(
+            run_id=run.id,
+            conversation_id=run.conversation_id,
+            status=run.status,
+            answer=(run.result or {}).get("answer", ""),
+            error=run.error,
+        )
+
+    async def cancel(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
+        return await self.store.request_cancel(run_id, tenant=tenant)
+
+    # ---- reading ------------------------------------------------------------------------
+
+    async def history(self, conversation_id: str, *, tenant: str | None = None) -> list[Message]:
+        await self.store.get_conversation(conversation_id, tenant=tenant)
+        return [Message.model_validate(m) for m in await self.store.history(conversation_id)]
+
+    async def trace(self, id: str, *, tenant: str | None = None) -> list[Span]:
+        """The span tree of a run, or of every run of a conversation."""
+        with contextlib.suppress(NotFound):
+            run = await self.store.get_run(id, tenant=tenant)
+            return build_run_tree(await self.store.read_events(run.id))
+        try:
+            await self.store.get_conversation(id, tenant=tenant)
+        except NotFound:
+            raise NotFound(f"no run or conversation with id {id!r}") from None
+        runs = await self.store.list_runs(conversation_id=id, limit=10_000)
+        pairs = [(r, await self.store.read_events(r.id)) for r in runs]
+        return conversation_tree(pairs)
+
+    # ---- operations ---------------------------------------------------------------------
+
+    async def work(self, *, drain: bool = False, stop: asyncio.Event | None = None) -> int:
+        """Be a worker: execute queued and orphaned runs. Returns how many it executed."""
+        return await self.worker.run(drain=drain, stop=stop)
+
+    async def purge(self) -> PurgeReport:
+        return await self.store.purge_expired(now=time.time())
+
+
+__all__ = ["Orchestrion", "OrchestrionError", "TurnResult"]
