@@ -327,6 +327,22 @@ def _resolve_name(name: str, registry: ToolRegistry) -> tuple[str | None, str | 
     return candidate, f"read tool name {name!r} as {candidate!r}"
 
 
+def _closest(name: str, names: list[str]) -> str | None:
+    """The registered name most like `name`, if any is close enough. A name may also
+    match the start of a longer one ("pyhton" -> "python_exec"): models shorten names."""
+    wanted = name.strip().casefold()
+    best, best_score = None, 0.6
+    for candidate in names:
+        folded = candidate.casefold()
+        score = difflib.SequenceMatcher(None, wanted, folded).ratio()
+        if len(wanted) >= 3 and len(folded) > len(wanted):
+            head = difflib.SequenceMatcher(None, wanted, folded[: len(wanted)]).ratio()
+            score = max(score, head - 0.05)  # a whole-name match wins a tie
+        if score >= best_score and (best is None or score > best_score):
+            best, best_score = candidate, score
+    return best
+
+
 def _unknown_tool(call: ToolCall, registry: ToolRegistry) -> ArgumentResult:
     names = registry.names
     if names:
@@ -336,13 +352,7 @@ def _unknown_tool(call: ToolCall, registry: ToolRegistry) -> ArgumentResult:
         available = f"Available tools: {listed}."
     else:
         available = "No tools are available."
-    close = difflib.get_close_matches(call.name, names, n=1, cutoff=0.6)
-    if not close:
-        # "python" vs "python_exec": a shared prefix is a better hint than edit distance.
-        close = [
-            n for n in names if call.name and (n.startswith(call.name) or call.name.startswith(n))
-        ][:1]
-    suggestion = close[0] if close else None
+    suggestion = _closest(call.name, names)
     problem = f"There is no tool {call.name!r}."
     error = f"{problem} {available}"
     if call.name.strip() in _PARALLEL_WRAPPERS:

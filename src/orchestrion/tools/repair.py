@@ -34,8 +34,8 @@ _TEMPLATE_TOKEN = re.compile(
     r"|\[/?TOOL_CALLS\]"
 )
 _FENCE = re.compile(r"```[A-Za-z0-9_+-]*")
-# A backslash escape JSON does not define (\U, \x, \' ...) or a \u without 4 hex digits.
-_BAD_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{0,3}(?![0-9a-fA-F])|[^\"\\/bfnrtu])")
+# Escapes read left to right, so an escaped backslash (\\) is consumed as one pair.
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{0,4}|.)", re.S)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,12 @@ def _read_single_quoted(text: str, i: int) -> int:
 def _decode_literal(body: str, scan: _Scan) -> str:
     if any(ord(ch) < 0x20 for ch in body):
         scan.control_chars = True
-    bad = _BAD_ESCAPE.findall(body)
+    # JSON defines \" \\ \/ \b \f \n \r \t and \uXXXX; \U, \x, \0, \u00e are not.
+    bad = [
+        m.group()
+        for m in _ESCAPE.finditer(body)
+        if not (m.group(1) in '"\\/bfnrt' or len(m.group(1)) == 5)
+    ]
     if bad:
         scan.bad_escapes.extend(bad)
         return body
