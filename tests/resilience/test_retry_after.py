@@ -37,8 +37,22 @@ def test_http_date_in_the_past_means_now() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["-5", "nan", "NaN", "inf", "-inf", "1e3", "soon", "", "   ", "12abc", "0x10", "+3",
-     "Wed, 99 Foo 2015 07:28:00 GMT", "5 seconds"],
+    [
+        "-5",
+        "nan",
+        "NaN",
+        "inf",
+        "-inf",
+        "1e3",
+        "soon",
+        "",
+        "   ",
+        "12abc",
+        "0x10",
+        "+3",
+        "Wed, 99 Foo 2015 07:28:00 GMT",
+        "5 seconds",
+    ],
 )
 def test_garbage_is_ignored(value: str) -> None:
     assert parse_retry_after(value, now=NOW) is None

@@ -1,9 +1,11 @@
 """Circuit breaker per dependency: closed -> open -> half-open -> closed (or open again).
 
 Closed: calls pass; outcomes go into a sliding window (the last `window_size` calls, or
-the last `window_seconds`). Once the window holds at least `minimum_calls`, a failure rate
->= `failure_rate_threshold` or a slow-call rate >= `slow_call_rate_threshold` (calls that
-took >= `slow_call_duration`) opens the breaker.
+the last `window_seconds`). When a failure or a slow call is recorded and the window holds
+at least `minimum_calls`, a failure rate >= `failure_rate_threshold` or a slow-call rate
+>= `slow_call_rate_threshold` (calls that took >= `slow_call_duration`, successful or not)
+opens the breaker. Errors the classifier deems the caller's fault (400, 401, ...) are
+"ignored": they count neither way.
 Open: calls fail fast with BreakerOpen naming the breaker and when it probes next, for
 `wait_in_open` seconds.
 Half-open: at most `half_open_probes` calls go through as probes; one probe failure opens
@@ -310,9 +312,12 @@ class CircuitBreaker:
             return
         if permit.epoch != self._epoch or self._state != CLOSED or outcome == "ignored":
             return  # admitted under an older state: says nothing about this one
-        self._window.add(outcome == "failure", duration >= self.slow_call_duration)
+        failed = outcome == "failure"
+        slow = duration >= self.slow_call_duration
+        self._window.add(failed, slow)
         self._unsynced += 1
-        if self._tripped():
+        # Only a failure or a slow call can push a rate up: evaluate on those alone.
+        if (failed or slow) and self._tripped():
             await self.settle()
 
     async def settle(self) -> None:
