@@ -280,7 +280,7 @@ class SSEDecoder:
         self._event: str | None = None
         self._data: list[str] = []
 
-    def feed(self, chunk: str) -> list[SSEEvent]:
+    def feed(self, chunk: str, *, final: bool = False) -> list[SSEEvent]:
         self._buffer += chunk
         events: list[SSEEvent] = []
         while True:
@@ -289,7 +289,7 @@ class SSEDecoder:
                 break
             line, sep_len = cut
             # A lone CR at the very end may be the first half of CRLF: wait for more.
-            if self._buffer[line] == "\r" and line + 1 == len(self._buffer):
+            if not final and self._buffer[line] == "\r" and line + 1 == len(self._buffer):
                 break
             text = self._buffer[:line]
             self._buffer = self._buffer[line + sep_len :]
@@ -299,13 +299,14 @@ class SSEDecoder:
         return events
 
     def flush(self) -> list[SSEEvent]:
-        """End of stream: a final line without a newline still counts; an event without a
-        terminating blank line is dropped, as the SSE spec says."""
-        leftover, self._buffer = self._buffer.rstrip("\r"), ""
-        if leftover:
-            self._line(leftover)
-        self._event, self._data = None, []
-        return []
+        """End of stream: pending complete lines are processed; a last line without a
+        newline still counts, but an event not closed by a blank line is dropped, as the
+        SSE spec says."""
+        events = self.feed("", final=True)
+        if self._buffer:
+            self._line(self._buffer)
+        self._buffer, self._event, self._data = "", None, []
+        return events
 
     def _line(self, line: str) -> SSEEvent | None:
         if line == "":
@@ -441,7 +442,8 @@ class HTTPSession:
         async for chunk in self.iter_text(response, deadline):
             for event in decoder.feed(chunk):
                 yield event
-        decoder.flush()
+        for event in decoder.flush():
+            yield event
 
     async def read_json(self, response: httpx.Response, deadline: float | None) -> Any:
         """A whole JSON body (servers that ignore `stream: true`); bad JSON is malformed."""
