@@ -21,7 +21,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -57,7 +57,7 @@ _NAME_PREFIXES = ("functions.", "function.", "tools.", "tool.")
 _WRAPPER_KEYS = ("arguments", "parameters", "args", "input", "kwargs")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArgumentResult:
     """Everything the engine needs to act on one call and to record it in the trace."""
 
@@ -96,29 +96,37 @@ class ArgumentResult:
 # ---- the pipeline ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Subject:
-    """Who the messages talk about: a tool call or the structured final answer."""
+class _Subject(NamedTuple):
+    """Who the messages talk about: a tool call or the structured final answer. Cheap to
+    build, because the valid fast path builds one per call and never reads the texts."""
 
     name: str
-    label: str  # "Tool 'x'" / "Final answer (Report)"
-    retry: str  # the closing instruction
+    is_output: bool = False
 
+    @property
+    def label(self) -> str:
+        return f"Final answer ({self.name})" if self.is_output else f"Tool {self.name!r}"
 
-def _tool_subject(name: str) -> _Subject:
-    return _Subject(name, f"Tool {name!r}", "Send the call again with corrected JSON arguments.")
+    @property
+    def retry(self) -> str:
+        if self.is_output:
+            return "Answer again with one JSON object that matches the required schema."
+        return "Send the call again with corrected JSON arguments."
 
 
 def prepare_arguments(
     call: ToolCall, registry: ToolRegistry, *, truncated: bool = False
 ) -> ArgumentResult:
     """Run one tool call's arguments through the pipeline. Never raises."""
-    name, name_repair = _resolve_name(call.name, registry)
-    tool = registry.get(name) if name is not None else None
+    tool = registry.get(call.name)
+    pre: tuple[str, ...] = ()
     if tool is None:
-        return _unknown_tool(call, registry)
-    pre = (name_repair,) if name_repair else ()
-    subject = _tool_subject(tool.name)
+        name, name_repair = _resolve_name(call.name, registry)
+        tool = registry.get(name) if name is not None else None
+        if tool is None:
+            return _unknown_tool(call, registry)
+        pre = (name_repair,) if name_repair else ()
+    subject = _Subject(tool.name)
     if truncated:
         return _truncated(subject, call.arguments, pre, call.name)
     return _guarded(subject, tool.args_model, call.arguments, pre, call.name)
@@ -129,11 +137,7 @@ def prepare_output(
 ) -> ArgumentResult:
     """The same pipeline for a structured final answer (an instance of `output_type`)."""
     name = output_type.__name__
-    subject = _Subject(
-        name,
-        f"Final answer ({name})",
-        "Answer again with one JSON object that matches the required schema.",
-    )
+    subject = _Subject(name, is_output=True)
     if truncated:
         return _truncated(subject, text, (), name)
     return _guarded(subject, output_type, text, (), name)
