@@ -10,7 +10,7 @@ import pytest
 
 def test_doc_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     doc = (Path(__file__).parents[2] / "docs" / "arguments.md").read_text(encoding="utf-8")
-    code = re.search(r"```python\n(.*?)```", doc, re.S)
+    code = re.search(r"^```python\n(.*?)^```$", doc, re.S | re.M)
     assert code is not None
     exec(compile(code.group(1), "docs/arguments.md", "exec"), {"__name__": "doc_example"})
     printed = capsys.readouterr().out.splitlines()
