@@ -42,7 +42,7 @@ async def test_count_window_opens_at_failure_rate_after_min_calls() -> None:
     assert br.state == CLOSED  # 100% failures but only 4 < minimum_calls calls
     await outcome(br, False)
     assert br.state == OPEN
-    ((t, attrs),) = [e for e in events if e[0] == "breaker.transition"]
+    ((_, attrs),) = [e for e in events if e[0] == "breaker.transition"]
     assert attrs["from"] == CLOSED and attrs["to"] == OPEN
     assert attrs["breaker"] == "llm"
     assert attrs["failure_rate"] == 1.0 and attrs["calls"] == 5

@@ -1,4 +1,3 @@
-import asyncio
 import json
 
 import pydantic
@@ -50,7 +49,6 @@ def test_status_free_errors_follow_their_class() -> None:
 
 def test_builtin_errors() -> None:
     assert default_is_retryable(TimeoutError())
-    assert default_is_retryable(asyncio.TimeoutError())
     assert default_is_retryable(ConnectionResetError())
     assert default_is_retryable(AttemptTimeout("m", 1))
     assert not default_is_retryable(ValueError("bad"))

@@ -35,7 +35,10 @@ async def test_hedge_wins_and_loser_is_cancelled() -> None:
             raise
 
     result = await hedged(
-        fn, HedgePolicy(delay=2), clock=clock, name="llm",
+        fn,
+        HedgePolicy(delay=2),
+        clock=clock,
+        name="llm",
         on_event=lambda t, a: events.append((t, a)),
     )
     assert result == "attempt 1"
@@ -94,8 +97,11 @@ async def test_veto_skips_the_hedge() -> None:
         return "slow primary"
 
     result = await hedged(
-        fn, HedgePolicy(delay=2, max_hedges=2), clock=clock,
-        may_fire=lambda: False, on_event=lambda t, a: events.append((t, a)),
+        fn,
+        HedgePolicy(delay=2, max_hedges=2),
+        clock=clock,
+        may_fire=lambda: False,
+        on_event=lambda t, a: events.append((t, a)),
     )
     assert result == "slow primary" and started == [0]
     assert [t for t, _ in events] == ["hedge.skipped"]

@@ -236,10 +236,19 @@ class ResiliencePipeline:
                 await clock.sleep(delay)
                 continue
             except BaseException:
-                if (
-                    br is not None and permit is not None
-                ):  # cancelled: the call says nothing about health
-                    await br.record(permit, "ignored", clock.monotonic() - t0)
+                duration = clock.monotonic() - t0
+                self._emit(
+                    "retry.attempt",
+                    {
+                        "pipeline": self.name,
+                        "attempt": attempt,
+                        "outcome": "cancelled",
+                        "duration": duration,
+                    },
+                )
+                if br is not None and permit is not None:
+                    # Cancelled: says nothing about the dependency's health.
+                    await br.record(permit, "ignored", duration)
                 raise
             duration = clock.monotonic() - t0
             rr = self.classifier.retry_on_result
