@@ -76,3 +76,11 @@ ALL_TOOLS = (
 
 def make_registry() -> ToolRegistry:
     return ToolRegistry(ALL_TOOLS)
+
+
+@tool
+def list_items(limit: int = 10) -> str:
+    return str(limit)
+
+
+ALL_TOOLS = (*ALL_TOOLS, list_items)

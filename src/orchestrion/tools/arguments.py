@@ -389,7 +389,8 @@ def _unwrap(
     for key in _WRAPPER_KEYS:
         if key in fields or key not in keys:
             continue
-        if not keys - {key} or (keys - {key} == {"name"} and value["name"] == name):
+        named = keys - {key} == {"name"} and "name" not in fields and value["name"] == name
+        if not keys - {key} or named:
             inner = value[key]
             if isinstance(inner, str):
                 try:

@@ -65,19 +65,14 @@ class _Scan:
     comments: bool = False
 
 
+# A double-quoted JSON string, escapes included (unrolled so long strings stay linear).
+_DOUBLE_QUOTED = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+
+
 def _read_double_quoted(text: str, i: int) -> int:
     """Index of the closing quote of the string opening at i, or -1."""
-    j = i + 1
-    n = len(text)
-    while j < n:
-        c = text[j]
-        if c == "\\":
-            j += 2
-        elif c == '"':
-            return j
-        else:
-            j += 1
-    return -1
+    match = _DOUBLE_QUOTED.match(text, i)
+    return match.end() - 1 if match else -1
 
 
 def _read_single_quoted(text: str, i: int) -> int:
