@@ -203,7 +203,8 @@ class AnthropicModel:
         # content block index -> tool-call index (tool calls are numbered 0, 1, ... in order)
         tool_index: dict[int, int] = {}
         started = False
-        async for event in self.http.iter_sse(resp, deadline):
+        events = self.http.iter_sse(resp, deadline)
+        async for event in events:
             if not event.data.strip():
                 continue
             body = parse_json_event(event.data, resp, provider=self.provider)
@@ -264,6 +265,7 @@ class AnthropicModel:
                     raise cut_stream(
                         resp, provider=self.provider, what="message_start and a stop_reason"
                     )
+                await self.http.drain(events, deadline)
                 yield FinishDelta(
                     reason=stop,
                     usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),

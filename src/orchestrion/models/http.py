@@ -10,6 +10,7 @@ finished one. httpx is already a dependency; the SDKs then stay test-only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import time
@@ -444,6 +445,18 @@ class HTTPSession:
                 yield event
         for event in decoder.flush():
             yield event
+
+    async def drain(self, events: AsyncIterator[SSEEvent], deadline: float | None) -> None:
+        """Read what follows the protocol's last event (normally just the end of the
+        chunked body) so the connection goes back to the pool instead of being closed:
+        against a real provider that saves a TLS handshake per call. Bounded and silent:
+        the answer is already complete."""
+        left = remaining(deadline)
+        limit = 1.0 if left is None else max(0.0, min(1.0, left))
+        with contextlib.suppress(ProviderError, TimeoutError):
+            async with asyncio.timeout(limit):
+                async for _ in events:
+                    pass
 
     async def read_json(self, response: httpx.Response, deadline: float | None) -> Any:
         """A whole JSON body (servers that ignore `stream: true`); bad JSON is malformed."""

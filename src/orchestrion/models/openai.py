@@ -180,7 +180,8 @@ class OpenAIModel:
         # The provider's call id per index, so a repeated id on a later piece is not news.
         seen_ids: dict[int, str] = {}
         done = False
-        async for event in self.http.iter_sse(resp, deadline):
+        events = self.http.iter_sse(resp, deadline)
+        async for event in events:
             data = event.data.strip()
             if not data:
                 continue
@@ -220,6 +221,8 @@ class OpenAIModel:
         if finish is None:
             what = "a finish_reason" if not done else "a finish_reason ([DONE] came first)"
             raise cut_stream(resp, provider=self.provider, what=what)
+        if done:
+            await self.http.drain(events, deadline)
         # A stream cut after finish_reason but before [DONE] lost at most the usage chunk:
         # the answer itself is complete, so it is accepted.
         yield FinishDelta(
