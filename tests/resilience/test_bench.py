@@ -10,4 +10,5 @@ def test_benchmark_runs_quick() -> None:
     assert result["n"] == 2_000
     assert len(result["lines"]) == 7
     for key in ("bare_us", "full_us", "full_added_us", "retry_budget_breaker_us"):
-        assert result[key] >= 0 or key.endswith("added_us")
+        assert isinstance(result[key], float)
+    assert result["full_us"] > 0
