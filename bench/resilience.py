@@ -36,9 +36,7 @@ def _pipeline(
         budget=RetryBudget(),
         breaker=CircuitBreaker("bench", store=InMemoryBreakerStore() if store else None),
         timeout=timeout,
-        on_event=(lambda t, a: events.append(t) if len(events) < 1000 else None)
-        if sink
-        else None,
+        on_event=(lambda t, a: events.append(t) if len(events) < 1000 else None) if sink else None,
     )
 
 
