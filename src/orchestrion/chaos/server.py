@@ -321,8 +321,6 @@ class ChaosApp:
         model = str(body.get("model") or "chaos")
 
         state = self.state
-        state.calls += 1
-        n = state.calls
         rule: FaultRule | None = None
         source: str | None = None
         header = request.headers.get("x-chaos-fault")
@@ -334,7 +332,10 @@ class ChaosApp:
                     wire.error_body(400, f"bad x-chaos-fault header: {exc}"), status_code=400
                 )
             source = "header"
-        else:
+        # refused requests above are not model calls: count from here
+        state.calls += 1
+        n = state.calls
+        if header is None:
             chosen = choose(
                 state.plan,
                 n,
