@@ -1,0 +1,883 @@
+"""The store conformance suite: what every Store backend must do, whatever it is built on.
+
+A backend's test module subclasses `StoreConformance` and provides two fixtures:
+
+- `store_factory`: a callable returning a new, *unopened* Store on the test's own database.
+  Every call must reach the same database (so a second store sees the first one's data and
+  close/reopen keeps it), and each test must start from an empty database.
+- `expected_schema_version`: the version a freshly opened store reports (the number of
+  the backend's migrations).
+
+Nothing here may depend on a particular backend: only the Store interface, its records
+and orchestrion's errors. Records must round-trip exactly (timestamps are floats: store
+them as doubles, not as lossy timestamp types), so tests compare whole records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from orchestrion.errors import (
+    ConversationBusy,
+    LeaseLost,
+    NotFound,
+    OrchestrionError,
+)
+from orchestrion.store.base import (
+    EffectRecord,
+    EventRecord,
+    Lease,
+    RunCompletion,
+    RunRecord,
+    StepRecord,
+    Store,
+)
+
+TENANT = "acme"
+OTHER_TENANT = "globex"
+AGENT = "support"
+IDLE = "AWAITING_INPUT"
+WORKING = "PROCESSING_TOOLS"
+LONG_TTL = 10_000_000.0
+LEASE = 30.0
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def event(run_id: str, seq: int, type: str = "test.event", **kw: Any) -> EventRecord:
+    fields: dict[str, Any] = {
+        "name": f"{type} #{seq}",
+        "trace_id": "t" * 32,
+        "span_id": f"{seq:016x}",
+        "parent_span_id": None,
+        "start": 1_700_000_000.0 + seq,
+    }
+    fields.update(kw)
+    return EventRecord(run_id=run_id, seq=seq, type=type, **fields)
+
+
+def step(lease: Lease, seq: int, name: str = "model", **kw: Any) -> StepRecord:
+    fields: dict[str, Any] = {
+        "status": "ok",
+        "result": f'{{"seq": {seq}}}',
+        "error": None,
+        "idempotency_key": f"{lease.run_id}:{seq}",
+        "started_at": time.time(),
+        "finished_at": time.time(),
+        "epoch": lease.epoch,
+    }
+    fields.update(kw)
+    return StepRecord(run_id=lease.run_id, seq=seq, name=name, **fields)
+
+
+def completion(
+    status: str = "succeeded",
+    messages: list[dict[str, Any]] | None = None,
+    state: str = IDLE,
+    events: list[EventRecord] | None = None,
+) -> RunCompletion:
+    return RunCompletion(
+        status=status,  # type: ignore[arg-type]
+        result={"answer": "done"} if status == "succeeded" else None,
+        error=None if status == "succeeded" else {"type": "Boom", "message": "it broke"},
+        new_messages=messages or [],
+        conversation_state=state,
+        events=events or [],
+    )
+
+
+async def conversation(
+    store: Store, cid: str | None = None, *, tenant: str = TENANT, ttl: float = LONG_TTL
+) -> str:
+    cid = cid or uid("conv")
+    await store.ensure_conversation(cid, tenant=tenant, agent=AGENT, ttl_seconds=ttl, state=IDLE)
+    return cid
+
+
+async def new_run(
+    store: Store,
+    cid: str,
+    run_id: str | None = None,
+    *,
+    tenant: str = TENANT,
+    busy_policy: str = "enqueue",
+    deadline_at: float | None = None,
+) -> RunRecord:
+    run_id = run_id or uid("run")
+    return await store.create_run(
+        run_id=run_id,
+        conversation_id=cid,
+        tenant=tenant,
+        agent=AGENT,
+        input={"message": f"hello from {run_id}", "nested": {"n": [1, 2.5, None, "é"]}},
+        trace_id="t" * 32,
+        deadline_at=deadline_at,
+        busy_policy=busy_policy,  # type: ignore[arg-type]
+        event=event(run_id, 1, "run.created"),
+    )
+
+
+async def claim(store: Store, run: RunRecord | str, owner: str = "w1", **kw: Any) -> Lease:
+    run_id = run if isinstance(run, str) else run.id
+    current = await store.get_run(run_id)
+    lease = await store.claim(
+        run_id,
+        owner=owner,
+        expected_epoch=kw.pop("expected_epoch", current.epoch),
+        lease_seconds=kw.pop("lease_seconds", LEASE),
+        now=kw.pop("now", time.time()),
+        **kw,
+    )
+    assert lease is not None, f"claim of {run_id} unexpectedly lost"
+    return lease
+
+
+async def running_run(store: Store, cid: str | None = None) -> tuple[str, RunRecord, Lease]:
+    cid = cid or await conversation(store)
+    run = await new_run(store, cid)
+    return cid, run, await claim(store, run)
+
+
+def ids(runs: list[RunRecord]) -> list[str]:
+    return [r.id for r in runs]
+
+
+class StoreConformance:
+    """Subclass me and provide `store_factory` and `expected_schema_version` fixtures."""
+
+    @pytest.fixture
+    async def store(self, store_factory: Callable[[], Store]) -> AsyncIterator[Store]:
+        store = store_factory()
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def test_schema_version_is_the_number_of_migrations(
+        self, store: Store, expected_schema_version: int
+    ) -> None:
+        assert expected_schema_version >= 1
+        assert await store.schema_version() == expected_schema_version
+
+    async def test_close_and_reopen_keeps_everything(
+        self, store_factory: Callable[[], Store], expected_schema_version: int
+    ) -> None:
+        first = store_factory()
+        await first.open()
+        await first.open()  # opening twice is harmless
+        cid = await conversation(first)
+        run = await new_run(first, cid)
+        lease = await claim(first, run)
+        await first.record_step(lease, step(lease, 1), [event(run.id, 2)], lease_seconds=LEASE)
+        await first.complete_run(
+            lease, completion(messages=[{"role": "user", "content": "hi"}]), now=time.time()
+        )
+        await first.record_effect(
+            EffectRecord("key-1", "email", run.id, cid, TENANT, {"to": "a@b.c"}, 1.0)
+        )
+        assert await first.breaker_save_if("model", 0, {"state": "open"})
+        await first.close()
+        await first.close()  # closing twice is harmless
+
+        async with store_factory() as second:
+            assert await second.schema_version() == expected_schema_version
+            conv = await second.get_conversation(cid)
+            assert conv.version == 1 and conv.message_count == 1
+            assert await second.history(cid) == [{"role": "user", "content": "hi"}]
+            assert (await second.get_run(run.id)).status == "succeeded"
+            assert list(await second.load_steps(run.id)) == [1]
+            assert [e.seq for e in await second.read_events(run.id)] == [1, 2]
+            assert [e.idempotency_key for e in await second.list_effects()] == ["key-1"]
+            assert await second.breaker_load("model") == ({"state": "open"}, 1)
+
+        # The same instance can be opened again after closing it.
+        await first.open()
+        try:
+            assert (await first.get_conversation(cid)).id == cid
+        finally:
+            await first.close()
+
+    async def test_two_stores_on_one_database_see_each_other(
+        self, store: Store, store_factory: Callable[[], Store]
+    ) -> None:
+        async with store_factory() as other:
+            cid = await conversation(store)
+            run = await new_run(other, cid)
+            assert (await store.get_run(run.id)).status == "queued"
+            leases = await asyncio.gather(
+                store.claim(run.id, owner="a", expected_epoch=0, lease_seconds=LEASE, now=1.0),
+                other.claim(run.id, owner="b", expected_epoch=0, lease_seconds=LEASE, now=1.0),
+            )
+            winners = [lease for lease in leases if lease is not None]
+            assert len(winners) == 1
+            assert (await other.get_run(run.id)).owner == winners[0].owner
+
+    # ---- conversations ------------------------------------------------------------------
+
+    async def test_ensure_conversation_creates_then_returns_the_same_record(
+        self, store: Store
+    ) -> None:
+        before = time.time()
+        created = await store.ensure_conversation(
+            "c-1", tenant=TENANT, agent=AGENT, ttl_seconds=60.0, state=IDLE
+        )
+        after = time.time()
+        assert (created.id, created.tenant, created.agent, created.state) == (
+            "c-1",
+            TENANT,
+            AGENT,
+            IDLE,
+        )
+        assert (created.version, created.message_count, created.ttl_seconds) == (0, 0, 60.0)
+        assert before <= created.created_at <= after
+        assert created.expires_at == pytest.approx(created.created_at + 60.0)
+        # A second call returns the stored record; it does not overwrite it.
+        again = await store.ensure_conversation(
+            "c-1", tenant=TENANT, agent="other-agent", ttl_seconds=5.0, state=WORKING
+        )
+        assert again == created
+        assert await store.get_conversation("c-1") == created
+        assert await store.get_conversation("c-1", tenant=TENANT) == created
+
+    async def test_another_tenants_conversation_is_not_found(self, store: Store) -> None:
+        original = await store.ensure_conversation(
+            "c-1", tenant=TENANT, agent=AGENT, ttl_seconds=60.0, state=IDLE
+        )
+        with pytest.raises(NotFound) as foreign:
+            await store.ensure_conversation(
+                "c-1", tenant=OTHER_TENANT, agent="x", ttl_seconds=1.0, state=WORKING
+            )
+        with pytest.raises(NotFound) as unknown:
+            await store.get_conversation("c-404")
+        # Same answer as for an unknown id: existence is not leaked.
+        assert "c-1" in str(foreign.value)
+        assert str(foreign.value).replace("c-1", "ID") == str(unknown.value).replace("c-404", "ID")
+        with pytest.raises(NotFound) as wrong_tenant:
+            await store.get_conversation("c-1", tenant=OTHER_TENANT)
+        assert str(wrong_tenant.value).replace("c-1", "ID") == str(unknown.value).replace(
+            "c-404", "ID"
+        )
+        assert await store.get_conversation("c-1") == original
+
+    async def test_unknown_ids_are_not_found_with_the_id_in_the_message(self, store: Store) -> None:
+        with pytest.raises(NotFound, match="conv-nope"):
+            await store.get_conversation("conv-nope")
+        with pytest.raises(NotFound, match="run-nope"):
+            await store.get_run("run-nope")
+        assert await store.history("conv-nope") == []
+        assert await store.load_steps("run-nope") == {}
+        assert await store.read_events("run-nope") == []
+        assert await store.last_event_seq("run-nope") == 0
+
+    async def test_set_conversation_state(self, store: Store) -> None:
+        cid, run, lease = await running_run(store)
+        await store.set_conversation_state(lease, cid, IDLE, WORKING, [event(run.id, 2)])
+        assert (await store.get_conversation(cid)).state == WORKING
+        assert [e.seq for e in await store.read_events(run.id)] == [1, 2]
+
+    async def test_set_conversation_state_with_wrong_expected_state_changes_nothing(
+        self, store: Store
+    ) -> None:
+        cid, run, lease = await running_run(store)
+        before = await store.get_conversation(cid)
+        with pytest.raises(OrchestrionError) as refused:
+            await store.set_conversation_state(
+                lease, cid, "STREAMING_RESPONSE", WORKING, [event(run.id, 2)]
+            )
+        assert not isinstance(refused.value, LeaseLost)
+        assert await store.get_conversation(cid) == before
+        assert [e.seq for e in await store.read_events(run.id)] == [1]
+
+    # ---- runs: creation and queueing ----------------------------------------------------
+
+    async def test_create_run_queues_with_increasing_positions(self, store: Store) -> None:
+        a, b = await conversation(store), await conversation(store)
+        runs = [
+            await new_run(store, a, "r1"),
+            await new_run(store, b, "r2"),
+            await new_run(store, a, "r3"),
+        ]
+        positions = [r.position for r in runs]
+        assert positions == sorted(positions) and len(set(positions)) == 3
+        for created in runs:
+            stored = await store.get_run(created.id)
+            assert stored == created
+            assert stored.status == "queued" and stored.epoch == 0 and stored.owner is None
+            assert stored.input == {
+                "message": f"hello from {created.id}",
+                "nested": {"n": [1, 2.5, None, "é"]},
+            }
+            assert not stored.cancel_requested and stored.started_at is None
+            assert [e.type for e in await store.read_events(created.id)] == ["run.created"]
+        assert ids(await store.list_runs()) == ["r3", "r2", "r1"]
+        assert ids(await store.list_runs(conversation_id=a)) == ["r3", "r1"]
+        assert ids(await store.list_runs(limit=2)) == ["r3", "r2"]
+
+    async def test_list_runs_filters_by_tenant(self, store: Store) -> None:
+        mine = await conversation(store)
+        theirs = await conversation(store, tenant=OTHER_TENANT)
+        await new_run(store, mine, "r-mine")
+        await new_run(store, theirs, "r-theirs", tenant=OTHER_TENANT)
+        assert ids(await store.list_runs(tenant=TENANT)) == ["r-mine"]
+        assert ids(await store.list_runs(tenant=OTHER_TENANT)) == ["r-theirs"]
+        assert ids(await store.list_runs(tenant=TENANT, conversation_id=theirs)) == []
+
+    async def test_create_run_on_unknown_or_foreign_conversation_is_not_found(
+        self, store: Store
+    ) -> None:
+        cid = await conversation(store)
+        with pytest.raises(NotFound):
+            await new_run(store, "conv-nope", "r-1")
+        with pytest.raises(NotFound):
+            await new_run(store, cid, "r-2", tenant=OTHER_TENANT)
+        assert await store.list_runs() == []
+        assert await store.read_events("r-1") == []
+        assert await store.read_events("r-2") == []
+
+    @pytest.mark.parametrize("active", ["queued", "running"])
+    async def test_busy_policy_reject_raises_and_writes_nothing(
+        self, store: Store, active: str
+    ) -> None:
+        cid = await conversation(store)
+        first = await new_run(store, cid, busy_policy="reject")
+        if active == "running":
+            await claim(store, first)
+        with pytest.raises(ConversationBusy):
+            await new_run(store, cid, "r-rejected", busy_policy="reject")
+        assert ids(await store.list_runs()) == [first.id]
+        assert await store.read_events("r-rejected") == []
+        with pytest.raises(NotFound):
+            await store.get_run("r-rejected")
+        # "enqueue" still queues behind it.
+        queued = await new_run(store, cid, busy_policy="enqueue")
+        assert queued.position > first.position
+
+    async def test_busy_policy_reject_accepts_after_the_active_run_ends(self, store: Store) -> None:
+        cid, _run, lease = await running_run(store)
+        await store.complete_run(lease, completion(), now=time.time())
+        other = await new_run(store, cid, busy_policy="reject")
+        assert other.status == "queued"
+        # Another conversation is never busy because of this one.
+        await new_run(store, await conversation(store), busy_policy="reject")
+
+    async def test_claimable_runs_are_queue_heads_and_running_runs(self, store: Store) -> None:
+        a, b, c = [await conversation(store) for _ in range(3)]
+        a1, a2, a3 = [await new_run(store, a, f"a{i}") for i in (1, 2, 3)]
+        b1 = await new_run(store, b, "b1")
+        c1 = await new_run(store, c, "c1")
+        now = time.time()
+
+        async def claimable(limit: int = 20) -> dict[str, str]:
+            return {r.id: r.status for r in await store.claimable_runs(now=now, limit=limit)}
+
+        assert await claimable() == {"a1": "queued", "b1": "queued", "c1": "queued"}
+        await claim(store, a1)
+        assert await claimable() == {"a1": "running", "b1": "queued", "c1": "queued"}
+        lease_c = await claim(store, c1)
+        await store.complete_run(lease_c, completion(), now=now)
+        assert await claimable() == {"a1": "running", "b1": "queued"}
+        await store.request_cancel(b1.id)
+        assert await claimable() == {"a1": "running"}
+        assert len(await claimable(limit=1)) == 1
+        assert {a2.id, a3.id}.isdisjoint(await claimable())
+
+    # ---- claims and leases --------------------------------------------------------------
+
+    async def test_claim_bumps_the_epoch_and_sets_the_lease(self, store: Store) -> None:
+        cid = await conversation(store)
+        run = await new_run(store, cid)
+        lease = await store.claim(
+            run.id, owner="w1", expected_epoch=0, lease_seconds=30.0, now=1000.0, turn_timeout=60
+        )
+        assert lease == Lease(run_id=run.id, owner="w1", epoch=1)
+        stored = await store.get_run(run.id)
+        assert (stored.status, stored.owner, stored.epoch) == ("running", "w1", 1)
+        assert stored.lease_expires_at == pytest.approx(1030.0)
+        assert stored.started_at == pytest.approx(1000.0)
+        assert stored.deadline_at == pytest.approx(1060.0)
+        # A second claim at the old epoch loses and changes nothing.
+        assert (
+            await store.claim(run.id, owner="w2", expected_epoch=0, lease_seconds=30, now=1001.0)
+            is None
+        )
+        assert await store.get_run(run.id) == stored
+
+    async def test_takeover_keeps_start_and_deadline(self, store: Store) -> None:
+        cid = await conversation(store)
+        run = await new_run(store, cid)
+        await store.claim(
+            run.id, owner="w1", expected_epoch=0, lease_seconds=30, now=1000.0, turn_timeout=60
+        )
+        taken = await store.claim(
+            run.id, owner="w2", expected_epoch=1, lease_seconds=30, now=2000.0, turn_timeout=60
+        )
+        assert taken == Lease(run_id=run.id, owner="w2", epoch=2)
+        stored = await store.get_run(run.id)
+        assert (stored.owner, stored.epoch, stored.status) == ("w2", 2, "running")
+        assert stored.started_at == pytest.approx(1000.0)
+        assert stored.deadline_at == pytest.approx(1060.0)
+        assert stored.lease_expires_at == pytest.approx(2030.0)
+        # The old epoch can no longer take it.
+        assert (
+            await store.claim(run.id, owner="w3", expected_epoch=1, lease_seconds=30, now=2001.0)
+            is None
+        )
+
+    async def test_a_preset_deadline_is_kept_by_the_first_claim(self, store: Store) -> None:
+        cid = await conversation(store)
+        run = await new_run(store, cid, deadline_at=5000.0)
+        assert run.deadline_at == 5000.0
+        await store.claim(
+            run.id, owner="w1", expected_epoch=0, lease_seconds=30, now=1000.0, turn_timeout=60
+        )
+        assert (await store.get_run(run.id)).deadline_at == pytest.approx(5000.0)
+
+    async def test_claim_of_unknown_run_is_not_found(self, store: Store) -> None:
+        with pytest.raises(NotFound, match="run-nope"):
+            await store.claim("run-nope", owner="w", expected_epoch=0, lease_seconds=1, now=1)
+
+    async def test_a_run_behind_another_cannot_be_claimed_until_it_ends(self, store: Store) -> None:
+        cid = await conversation(store)
+        first, second = await new_run(store, cid), await new_run(store, cid)
+        claim_second = dict(owner="w2", expected_epoch=0, lease_seconds=30.0, now=time.time())
+        assert await store.claim(second.id, **claim_second) is None  # first still queued
+        lease = await claim(store, first)
+        assert await store.claim(second.id, **claim_second) is None  # first running
+        assert (await store.get_run(second.id)).status == "queued"
+        await store.complete_run(lease, completion(), now=time.time())
+        taken = await store.claim(second.id, **claim_second)
+        assert taken is not None and taken.epoch == 1
+
+    async def test_terminal_runs_cannot_be_claimed(self, store: Store) -> None:
+        _cid, run, lease = await running_run(store)
+        await store.complete_run(lease, completion(), now=time.time())
+        for epoch in (0, 1, 2):
+            assert (
+                await store.claim(run.id, owner="w", expected_epoch=epoch, lease_seconds=1, now=1)
+                is None
+            )
+        assert (await store.get_run(run.id)).status == "succeeded"
+
+    async def test_renew_lease_extends_and_reports_cancel(self, store: Store) -> None:
+        _cid, run, lease = await running_run(store)
+        assert await store.renew_lease(lease, lease_seconds=45.0, now=5000.0) is False
+        assert (await store.get_run(run.id)).lease_expires_at == pytest.approx(5045.0)
+        await store.request_cancel(run.id)
+        assert await store.renew_lease(lease, lease_seconds=45.0, now=6000.0) is True
+        stored = await store.get_run(run.id)
+        assert stored.lease_expires_at == pytest.approx(6045.0)
+        assert stored.status == "running"  # a running run is flagged, not stopped
+
+    async def test_release_puts_the_run_back_in_the_queue(self, store: Store) -> None:
+        cid = await conversation(store)
+        run = await new_run(store, cid)
+        behind = await new_run(store, cid)
+        lease = await claim(store, run)
+        await store.release(lease)
+        stored = await store.get_run(run.id)
+        assert (stored.status, stored.owner, stored.position) == ("queued", None, run.position)
+        assert ids(await store.claimable_runs(now=time.time())) == [run.id]
+        # The released lease is dead.
+        with pytest.raises(LeaseLost):
+            await store.record_step(lease, step(lease, 1), [], lease_seconds=LEASE)
+        assert await store.load_steps(run.id) == {}
+        # The run behind it still waits; the released one is claimed again at a new epoch.
+        assert (
+            await store.claim(behind.id, owner="w2", expected_epoch=0, lease_seconds=1, now=1)
+            is None
+        )
+        again = await claim(store, run, owner="w2")
+        assert again.epoch == lease.epoch + 1
+
+    # ---- fencing ------------------------------------------------------------------------
+
+    async def _taken_over(self, store: Store) -> tuple[str, RunRecord, Lease, Lease]:
+        cid, run, stale = await running_run(store)
+        await store.record_step(stale, step(stale, 1), [event(run.id, 2)], lease_seconds=LEASE)
+        fresh = await store.claim(
+            run.id, owner="w2", expected_epoch=stale.epoch, lease_seconds=LEASE, now=time.time()
+        )
+        assert fresh is not None and fresh.epoch == stale.epoch + 1
+        return cid, run, stale, fresh
+
+    async def _snapshot(self, store: Store, cid: str, run_id: str) -> tuple[Any, ...]:
+        return (
+            await store.get_conversation(cid),
+            await store.history(cid),
+            await store.get_run(run_id),
+            await store.load_steps(run_id),
+            await store.read_events(run_id),
+            await store.last_event_seq(run_id),
+        )
+
+    @pytest.mark.parametrize(
+        "write",
+        [
+            "record_step",
+            "append_events",
+            "set_conversation_state",
+            "complete_run",
+            "renew_lease",
+            "release",
+        ],
+    )
+    async def test_a_stale_lease_is_refused_and_leaves_no_trace(
+        self, store: Store, write: str
+    ) -> None:
+        cid, run, stale, fresh = await self._taken_over(store)
+        before = await self._snapshot(store, cid, run.id)
+        ops = {
+            "record_step": lambda: store.record_step(
+                stale, step(stale, 2), [event(run.id, 3)], lease_seconds=999.0
+            ),
+            "append_events": lambda: store.append_events(stale, [event(run.id, 3)]),
+            "set_conversation_state": lambda: store.set_conversation_state(
+                stale, cid, IDLE, WORKING, [event(run.id, 3)]
+            ),
+            "complete_run": lambda: store.complete_run(
+                stale,
+                completion(
+                    messages=[{"role": "assistant", "content": "forked"}],
+                    state=WORKING,
+                    events=[event(run.id, 3)],
+                ),
+                now=time.time() + 1000,
+            ),
+            "renew_lease": lambda: store.renew_lease(
+                stale, lease_seconds=999.0, now=time.time() + 1000
+            ),
+            "release": lambda: store.release(stale),
+        }
+        with pytest.raises(LeaseLost):
+            await ops[write]()
+        assert await self._snapshot(store, cid, run.id) == before
+        # The current owner is unaffected and can still write.
+        await store.record_step(fresh, step(fresh, 2), [event(run.id, 3)], lease_seconds=LEASE)
+        assert sorted(await store.load_steps(run.id)) == [1, 2]
+
+    async def test_writes_after_completion_are_refused(self, store: Store) -> None:
+        cid, run, lease = await running_run(store)
+        await store.complete_run(
+            lease, completion(messages=[{"role": "assistant", "content": "once"}]), now=time.time()
+        )
+        before = await self._snapshot(store, cid, run.id)
+        with pytest.raises(LeaseLost):
+            await store.complete_run(
+                lease,
+                completion(messages=[{"role": "assistant", "content": "twice"}]),
+                now=time.time(),
+            )
+        with pytest.raises(LeaseLost):
+            await store.record_step(lease, step(lease, 1), [], lease_seconds=LEASE)
+        with pytest.raises(LeaseLost):
+            await store.append_events(lease, [event(run.id, 9)])
+        with pytest.raises(LeaseLost):
+            await store.renew_lease(lease, lease_seconds=LEASE, now=time.time())
+        assert await self._snapshot(store, cid, run.id) == before
+        assert await store.history(cid) == [{"role": "assistant", "content": "once"}]
+
+    # ---- journal ------------------------------------------------------------------------
+
+    async def test_record_step_and_load_steps_round_trip(self, store: Store) -> None:
+        _cid, run, lease = await running_run(store)
+        ok = step(lease, 1, "chat gpt-x", result='{"text": "héllo", "n": [1, 2]}')
+        failed = step(
+            lease,
+            2,
+            "execute_tool search",
+            status="error",
+            result=None,
+            error='{"type": "ValueError", "message": "bad"}',
+            idempotency_key="custom-key",
+        )
+        await store.record_step(lease, ok, [event(run.id, 2)], lease_seconds=LEASE)
+        await store.record_step(lease, failed, [], lease_seconds=LEASE)
+        assert await store.load_steps(run.id) == {1: ok, 2: failed}
+        assert [e.seq for e in await store.read_events(run.id)] == [1, 2]
+
+    async def test_record_step_renews_the_lease(self, store: Store) -> None:
+        _cid, run, lease = await running_run(store)
+        await store.record_step(lease, step(lease, 1, finished_at=9000.0), [], lease_seconds=40.0)
+        assert (await store.get_run(run.id)).lease_expires_at == pytest.approx(9040.0)
+
+    async def test_a_duplicate_step_is_an_error_not_an_overwrite(self, store: Store) -> None:
+        _cid, run, lease = await running_run(store)
+        original = step(lease, 1, "model", finished_at=9000.0)
+        await store.record_step(lease, original, [event(run.id, 2)], lease_seconds=10.0)
+        with pytest.raises(Exception) as raised:
+            await store.record_step(
+                lease,
+                step(lease, 1, "other", result='"changed"', finished_at=9500.0),
+                [event(run.id, 3)],
+                lease_seconds=10.0,
+            )
+        assert not isinstance(raised.value, LeaseLost)
+        assert await store.load_steps(run.id) == {1: original}
+        # The refused transaction wrote nothing: no event, no lease renewal.
+        assert await store.last_event_seq(run.id) == 2
+        assert (await store.get_run(run.id)).lease_expires_at == pytest.approx(9010.0)
+
+    async def test_steps_are_per_run(self, store: Store) -> None:
+        _, run_a, lease_a = await running_run(store)
+        _, run_b, lease_b = await running_run(store)
+        await store.record_step(lease_a, step(lease_a, 1), [], lease_seconds=LEASE)
+        await store.record_step(lease_b, step(lease_b, 1), [], lease_seconds=LEASE)
+        assert (await store.load_steps(run_a.id))[1].run_id == run_a.id
+        assert (await store.load_steps(run_b.id))[1].run_id == run_b.id
+
+    # ---- events -------------------------------------------------------------------------
+
+    async def test_events_round_trip_in_order_and_filter_by_seq(self, store: Store) -> None:
+        _cid, run, lease = await running_run(store)
+        rich = event(
+            run.id,
+            2,
+            "step.finished",
+            name="execute_tool search",
+            parent_span_id="p" * 16,
+            end=1_700_000_009.5,
+            latency_ms=7.25,
+            status="error",
+            attributes={"error.type": "ValueError", "tokens": 3, "tags": ["a", "é"], "x": None},
+        )
+        await store.append_events(lease, [rich, event(run.id, 3)])
+        await store.append_events(lease, [event(run.id, 4), event(run.id, 5)])
+        await store.append_events(lease, [])  # nothing to do is fine
+        events = await store.read_events(run.id)
+        assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+        assert events[1] == rich
+        assert events[0].type == "run.created" and events[0].attributes == {}
+        assert [e.seq for e in await store.read_events(run.id, after_seq=3)] == [4, 5]
+        assert await store.read_events(run.id, after_seq=5) == []
+        assert await store.last_event_seq(run.id) == 5
+        # Another run's events are separate.
+        _, other, other_lease = await running_run(store)
+        await store.append_events(other_lease, [event(other.id, 2)])
+        assert await store.last_event_seq(other.id) == 2
+        assert {e.run_id for e in await store.read_events(run.id)} == {run.id}
+
+    async def test_a_duplicate_event_seq_is_refused_whole(self, store: Store) -> None:
+        _cid, run, lease = await running_run(store)
+        await store.append_events(lease, [event(run.id, 2)])
+        with pytest.raises(Exception) as raised:
+            await store.append_events(lease, [event(run.id, 3), event(run.id, 2, "dup")])
+        assert not isinstance(raised.value, LeaseLost)
+        events = await store.read_events(run.id)
+        assert [(e.seq, e.type) for e in events] == [(1, "run.created"), (2, "test.event")]
+
+    # ---- completion ---------------------------------------------------------------------
+
+    async def test_complete_run_appends_history_once_and_updates_the_conversation(
+        self, store: Store
+    ) -> None:
+        cid = await store.ensure_conversation(
+            uid("conv"), tenant=TENANT, agent=AGENT, ttl_seconds=600.0, state=IDLE
+        )
+        turn1 = [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "name": "f"}]},
+            {"role": "tool", "tool_call_id": "1", "content": "42"},
+            {"role": "assistant", "content": "the answer is 42"},
+        ]
+        turn2 = [{"role": "user", "content": "thanks"}, {"role": "assistant", "content": "np"}]
+        run1 = await new_run(store, cid.id)
+        run2 = await new_run(store, cid.id)
+        lease1 = await claim(store, run1)
+        await store.complete_run(
+            lease1,
+            completion(messages=turn1, state=IDLE, events=[event(run1.id, 2, "run.finished")]),
+            now=50_000.0,
+        )
+        conv = await store.get_conversation(cid.id)
+        assert (conv.version, conv.message_count, conv.state) == (1, 4, IDLE)
+        assert conv.updated_at == pytest.approx(50_000.0)
+        assert conv.expires_at == pytest.approx(50_600.0)
+        assert await store.history(cid.id) == turn1
+        done = await store.get_run(run1.id)
+        assert (done.status, done.result, done.error) == ("succeeded", {"answer": "done"}, None)
+        assert done.finished_at == pytest.approx(50_000.0)
+        assert [e.type for e in await store.read_events(run1.id)] == ["run.created", "run.finished"]
+
+        lease2 = await claim(store, run2)
+        await store.complete_run(lease2, completion(messages=turn2, state=WORKING), now=60_000.0)
+        conv = await store.get_conversation(cid.id)
+        assert (conv.version, conv.message_count, conv.state) == (2, 6, WORKING)
+        assert conv.expires_at == pytest.approx(60_600.0)
+        assert await store.history(cid.id) == turn1 + turn2
+
+    async def test_a_failed_run_records_its_error_and_adds_no_history(self, store: Store) -> None:
+        cid, run, lease = await running_run(store)
+        await store.complete_run(lease, completion("failed"), now=time.time())
+        failed = await store.get_run(run.id)
+        assert failed.status == "failed" and failed.terminal
+        assert failed.error == {"type": "Boom", "message": "it broke"}
+        assert failed.result is None
+        assert await store.history(cid) == []
+        assert (await store.get_conversation(cid)).message_count == 0
+
+    # ---- cancellation -------------------------------------------------------------------
+
+    async def test_cancel_a_queued_run(self, store: Store) -> None:
+        cid = await conversation(store)
+        run = await new_run(store, cid)
+        behind = await new_run(store, cid)
+        cancelled = await store.request_cancel(run.id, tenant=TENANT)
+        assert cancelled.status == "cancelled" and cancelled.cancel_requested
+        stored = await store.get_run(run.id)
+        assert stored.status == "cancelled" and stored.terminal
+        assert stored.finished_at is not None
+        assert (
+            await store.claim(run.id, owner="w", expected_epoch=0, lease_seconds=1, now=1) is None
+        )
+        # The next run of the conversation moves to the head.
+        assert ids(await store.claimable_runs(now=time.time())) == [behind.id]
+        assert (await claim(store, behind)).epoch == 1
+
+    async def test_cancel_a_running_run_flags_it(self, store: Store) -> None:
+        _cid, run, lease = await running_run(store)
+        flagged = await store.request_cancel(run.id)
+        assert flagged.status == "running" and flagged.cancel_requested
+        stored = await store.get_run(run.id)
+        assert stored.status == "running" and stored.cancel_requested
+        assert await store.renew_lease(lease, lease_seconds=LEASE, now=time.time()) is True
+
+    async def test_cancel_a_finished_run_changes_nothing(self, store: Store) -> None:
+        _cid, run, lease = await running_run(store)
+        await store.complete_run(lease, completion(), now=time.time())
+        before = await store.get_run(run.id)
+        after = await store.request_cancel(run.id)
+        assert after.status == "succeeded"
+        assert (await store.get_run(run.id)).status == before.status == "succeeded"
+
+    async def test_cancel_unknown_or_foreign_run_is_not_found(self, store: Store) -> None:
+        cid = await conversation(store)
+        run = await new_run(store, cid)
+        with pytest.raises(NotFound, match="run-nope"):
+            await store.request_cancel("run-nope")
+        with pytest.raises(NotFound, match=run.id):
+            await store.request_cancel(run.id, tenant=OTHER_TENANT)
+        stored = await store.get_run(run.id)
+        assert stored.status == "queued" and not stored.cancel_requested
+
+    async def test_get_run_of_another_tenant_is_not_found(self, store: Store) -> None:
+        cid = await conversation(store)
+        run = await new_run(store, cid)
+        assert (await store.get_run(run.id, tenant=TENANT)).id == run.id
+        with pytest.raises(NotFound, match=run.id):
+            await store.get_run(run.id, tenant=OTHER_TENANT)
+
+    # ---- side effects -------------------------------------------------------------------
+
+    async def test_record_effect_inserts_once(self, store: Store) -> None:
+        cid, run, _ = await running_run(store)
+        first = EffectRecord("send:1", "email", run.id, cid, TENANT, {"to": "a@b.c"}, 10.0)
+        assert await store.record_effect(first) is True
+        again = EffectRecord("send:1", "sms", "other-run", "other-conv", TENANT, {"x": 1}, 11.0)
+        assert await store.record_effect(again) is False
+        assert await store.list_effects() == [first]
+
+    async def test_list_effects_filters(self, store: Store) -> None:
+        a, b = await conversation(store), await conversation(store)
+        effects = [
+            EffectRecord("k1", "email", "r1", a, TENANT, {"n": 1}, 1.0),
+            EffectRecord("k2", "charge", "r1", a, TENANT, {"n": 2}, 2.0),
+            EffectRecord("k3", "email", "r2", b, TENANT, {"n": 3}, 3.0),
+        ]
+        for effect in effects:
+            assert await store.record_effect(effect)
+        assert await store.list_effects() == effects
+        assert await store.list_effects(conversation_id=a) == effects[:2]
+        assert await store.list_effects(kind="email") == [effects[0], effects[2]]
+        assert await store.list_effects(conversation_id=a, kind="email") == [effects[0]]
+        assert await store.list_effects(conversation_id="nope") == []
+
+    # ---- retention ----------------------------------------------------------------------
+
+    async def test_purge_expired_deletes_only_idle_expired_conversations(
+        self, store: Store
+    ) -> None:
+        now = time.time()
+        expired = await conversation(store, ttl=60.0)
+        runs = [await new_run(store, expired) for _ in range(2)]
+        for run in runs:
+            lease = await claim(store, run)
+            await store.record_step(lease, step(lease, 1), [event(run.id, 2)], lease_seconds=LEASE)
+            await store.record_effect(
+                EffectRecord(f"fx-{run.id}", "email", run.id, expired, TENANT, {}, now)
+            )
+            await store.complete_run(
+                lease,
+                completion(
+                    messages=[{"role": "user", "content": run.id}], events=[event(run.id, 3)]
+                ),
+                now=now,
+            )
+        busy_queued = await conversation(store, ttl=60.0)
+        await new_run(store, busy_queued)
+        busy_running, _, _ = await running_run(store, await conversation(store, ttl=60.0))
+        alive = await conversation(store)
+        alive_run = await new_run(store, alive)
+        await store.record_effect(EffectRecord("fx-alive", "email", "r", alive, TENANT, {}, now))
+
+        report = await store.purge_expired(now=now + 3600)
+        assert (report.conversations, report.runs, report.events) == (1, 2, 6)
+
+        with pytest.raises(NotFound):
+            await store.get_conversation(expired)
+        for run in runs:
+            with pytest.raises(NotFound):
+                await store.get_run(run.id)
+            assert await store.load_steps(run.id) == {}
+            assert await store.read_events(run.id) == []
+            assert await store.last_event_seq(run.id) == 0
+        assert await store.history(expired) == []
+        assert await store.list_effects(conversation_id=expired) == []
+        # Everything else is intact.
+        for kept in (busy_queued, busy_running, alive):
+            assert (await store.get_conversation(kept)).id == kept
+        assert (await store.get_run(alive_run.id)).status == "queued"
+        assert [e.idempotency_key for e in await store.list_effects()] == ["fx-alive"]
+        # Nothing left to purge.
+        again = await store.purge_expired(now=now + 3600)
+        assert (again.conversations, again.runs, again.events) == (0, 0, 0)
+
+    async def test_purge_respects_expiry(self, store: Store) -> None:
+        now = time.time()
+        cid = await conversation(store, ttl=600.0)
+        report = await store.purge_expired(now=now)
+        assert report.conversations == 0
+        assert (await store.get_conversation(cid)).id == cid
+
+    # ---- breakers -----------------------------------------------------------------------
+
+    async def test_breaker_compare_and_set(self, store: Store) -> None:
+        assert await store.breaker_load("model:gpt") == (None, 0)
+        assert await store.list_breakers() == []
+        assert await store.breaker_save_if("model:gpt", 0, {"state": "closed", "n": 1}) is True
+        assert await store.breaker_load("model:gpt") == ({"state": "closed", "n": 1}, 1)
+        # A second "insert" at version 0 conflicts.
+        assert await store.breaker_save_if("model:gpt", 0, {"state": "open"}) is False
+        assert await store.breaker_save_if("model:gpt", 1, {"state": "open"}) is True
+        assert await store.breaker_load("model:gpt") == ({"state": "open"}, 2)
+        # A stale version conflicts and changes nothing.
+        assert await store.breaker_save_if("model:gpt", 1, {"state": "half_open"}) is False
+        assert await store.breaker_save_if("model:gpt", 5, {"state": "half_open"}) is False
+        assert await store.breaker_load("model:gpt") == ({"state": "open"}, 2)
+        # Saving at a version for an unknown breaker conflicts too.
+        assert await store.breaker_save_if("tool:x", 3, {"state": "open"}) is False
+        assert await store.breaker_save_if("tool:x", 0, {"state": "open"}) is True
+        assert await store.list_breakers() == [
+            ("model:gpt", {"state": "open"}, 2),
+            ("tool:x", {"state": "open"}, 1),
+        ]
