@@ -24,6 +24,11 @@ class SchemaTooNew(StoreError):
     """The store was written by a newer orchestrion. It is left untouched."""
 
 
+class StoreConflict(StoreError):
+    """A write conflicted with what is stored (a duplicate step or event sequence number,
+    or a state that changed concurrently). Nothing was written."""
+
+
 class StoreBusy(StoreError):
     """The store stayed locked by other writers longer than the configured patience."""
 

@@ -27,6 +27,7 @@ from orchestrion.errors import (
     NotFound,
     SchemaTooNew,
     StoreBusy,
+    StoreConflict,
     StoreError,
 )
 from orchestrion.store.base import (
@@ -172,6 +173,8 @@ def _fence(conn: sqlite3.Connection, lease: Lease, lease_until: float | None = N
 
 def inspect_sqlite_file(path: Path) -> str:
     """Classify a store file without writing to it: "new", or "ours"; raise otherwise."""
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a store file. It was left untouched.")
     if not path.exists() or path.stat().st_size == 0:
         return "new"
     with path.open("rb") as f:
@@ -193,6 +196,9 @@ def inspect_sqlite_file(path: Path) -> str:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
+        for sidecar, was_there in zip(sidecars, existed, strict=True):
+            if not was_there:
+                sidecar.unlink(missing_ok=True)
         raise StoreError(
             f"{path} cannot be read as a SQLite database ({exc}); it may be corrupt. It was "
             "left untouched."
@@ -271,7 +277,8 @@ class SQLiteStore(Store):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
-        conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
+        if app_id != SQLITE_APPLICATION_ID:
+            conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -307,6 +314,12 @@ class SQLiteStore(Store):
                     ) from exc
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 0.05)
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is sqlite3.DatabaseError:  # "malformed", "not a database"
+                    raise StoreError(
+                        f"{self.path} cannot be read ({exc}); it may be corrupt"
+                    ) from exc
+                raise
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in one IMMEDIATE transaction; lock contention is retried, never raised.
@@ -320,9 +333,11 @@ class SQLiteStore(Store):
             try:
                 result = fn(conn)
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise StoreConflict(f"{self.path}: write refused: {exc}") from exc
                 raise
             return result
 
@@ -387,7 +402,7 @@ class SQLiteStore(Store):
                 (new, time.time(), conversation_id, expected),
             )
             if cur.rowcount != 1:
-                raise StoreError(
+                raise StoreConflict(
                     f"conversation {conversation_id!r} is no longer in state {expected} "
                     "(changed concurrently)"
                 )
