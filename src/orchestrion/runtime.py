@@ -35,6 +35,8 @@ from orchestrion.store.base import (
 )
 
 POLL_INTERVAL = 0.05  # how often a waiting caller looks at the store
+# A queued run nobody claimed for this long, blocking a newer turn, is taken over.
+ABANDONED_AFTER = 2.0
 
 
 @dataclass
@@ -203,9 +205,40 @@ class Orchestrion:
                         claimed, lease, resumed=False, sinks=[queue.put_nowait]
                     )
                     return
-                await asyncio.sleep(POLL_INTERVAL)
+                if not await self._heal(run.conversation_id):
+                    await asyncio.sleep(POLL_INTERVAL)
         finally:
             queue.put_nowait(None)
+
+    async def _heal(self, conversation_id: str) -> bool:
+        """Unblock this conversation when the run ahead of ours is abandoned: running with
+        a dead owner (or an expired lease), or queued by a caller that died before it
+        claimed it. The run is executed here rather than waiting for a worker.
+        Returns whether it executed one."""
+        now = time.time()
+        active = [
+            r for r in await self.store.list_runs(conversation_id=conversation_id, limit=50)
+            if r.status in ("queued", "running")
+        ]
+        if not active:
+            return False
+        head = min(active, key=lambda r: r.position)
+        agent = self.agents.get(head.agent)
+        if agent is None:
+            return False
+        if head.status == "running" and not self.worker.orphaned(head, now):
+            return False
+        if head.status == "queued" and now - head.created_at < ABANDONED_AFTER:
+            return False  # its own caller is probably about to claim it
+        lease = await self.store.claim(
+            head.id, owner=self.worker.owner, expected_epoch=head.epoch,
+            lease_seconds=self.worker.lease_seconds, now=now, turn_timeout=agent.turn_timeout,
+        )
+        if lease is None:
+            return False
+        resumed = head.status == "running" or head.started_at is not None
+        await self.worker.execute(await self.store.get_run(head.id), lease, resumed=resumed)
+        return True
 
     async def follow(self, run_id: str, *, after_seq: int = 0) -> AsyncIterator[Event]:
         """Yield a run's stored events after `after_seq`, polling until the run ends."""

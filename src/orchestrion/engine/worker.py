@@ -38,7 +38,8 @@ class Worker:
         self._active: dict[str, asyncio.Task[str]] = {}
         self._warned_agents: set[str] = set()
 
-    def _orphaned(self, run: RunRecord, now: float) -> bool:
+    def orphaned(self, run: RunRecord, now: float) -> bool:
+        """A running run whose lease expired, or whose owner is provably dead."""
         expired = run.lease_expires_at is None or run.lease_expires_at < now
         return expired or owner_is_gone(run.owner)
 
@@ -56,7 +57,7 @@ class Worker:
                         "skipping runs of agent %r: this worker does not know it", run.agent
                     )
                 continue
-            if run.status == "running" and not self._orphaned(run, now):
+            if run.status == "running" and not self.orphaned(run, now):
                 continue
             lease = await self.store.claim(
                 run.id,
