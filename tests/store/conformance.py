@@ -606,13 +606,16 @@ class StoreConformance:
         assert await store.load_steps(run.id) == {1: ok, 2: failed}
         assert [e.seq for e in await store.read_events(run.id)] == [1, 2]
 
-    async def test_record_step_renews_the_lease(self, store: Store) -> None:
-        _cid, run, lease = await running_run(store)
+    async def test_record_step_renews_a_lease_that_runs_low(self, store: Store) -> None:
+        cid = await conversation(store)
+        run = await new_run(store, cid)
+        lease = await claim(store, run, now=8000.0, lease_seconds=30.0)  # expires at 8030
         await store.record_step(lease, step(lease, 1, finished_at=9000.0), [], lease_seconds=40.0)
         assert (await store.get_run(run.id)).lease_expires_at == pytest.approx(9040.0)
 
     async def test_a_duplicate_step_is_an_error_not_an_overwrite(self, store: Store) -> None:
-        _cid, run, lease = await running_run(store)
+        run = await new_run(store, await conversation(store))
+        lease = await claim(store, run, now=8000.0)  # runs low by 9000: the step renews it
         original = step(lease, 1, "model", finished_at=9000.0)
         await store.record_step(lease, original, [event(run.id, 2)], lease_seconds=10.0)
         with pytest.raises(Exception) as raised:

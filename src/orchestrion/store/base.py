@@ -259,7 +259,8 @@ class Store(abc.ABC):
     async def record_step(
         self, lease: Lease, step: StepRecord, events: list[EventRecord], *, lease_seconds: float
     ) -> None:
-        """Record a step result and events in one fenced transaction (renews the lease)."""
+        """Record a step result and events in one fenced transaction. The lease is
+        renewed to finished_at + lease_seconds when less than half of that is left."""
 
     # ---- events -----------------------------------------------------------------------
 
