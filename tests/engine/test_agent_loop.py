@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +286,7 @@ def test_state_machine_allows_the_turn_path_and_refuses_the_rest() -> None:
         S.STREAMING_RESPONSE,
         S.AWAITING_INPUT,
     ]
-    for a, b in zip(path, path[1:], strict=False):
+    for a, b in itertools.pairwise(path):
         assert check_transition(a, b) == b
     assert check_transition(S.PROCESSING_TOOLS, S.ERROR_RECOVERY) == S.ERROR_RECOVERY
     with pytest.raises(IllegalTransition, match="AWAITING_INPUT -> PROCESSING_TOOLS"):

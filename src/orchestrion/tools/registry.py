@@ -41,7 +41,7 @@ class Tool:
         self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)
         self.context_param, self.args_model = _arguments_model(fn, self.name)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     @functools.cached_property
     def spec(self) -> ToolSpec:

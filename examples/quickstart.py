@@ -1,0 +1,28 @@
+import asyncio
+
+from orchestrion import Agent, Orchestrion, ScriptedModel, ToolContext, call, render_text, say, tool
+
+
+@tool(effect="write")
+async def send_email(to: str, body: str, ctx: ToolContext) -> str:
+    """Send an email (once, even if the turn is retried or resumed after a crash)."""
+    first_time = await ctx.record_effect("email", {"to": to, "body": body})
+    return "sent" if first_time else "already sent"
+
+
+model = ScriptedModel([  # an offline model; use resolve_model("openai:gpt-4o-mini") for real
+    call("send_email", to="ada@example.com", body="Hi Ada"),
+    say("Done: Ada has mail."),
+])
+agent = Agent("mailer", model=model, tools=[send_email])
+
+
+async def main() -> None:
+    async with Orchestrion("sqlite:///quickstart.db", agents=[agent]) as orx:
+        async for event in orx.stream("mailer", "Email Ada, please.", conversation="demo-1"):
+            if event.type == "text.delta":
+                print(event.attributes["text"], end="", flush=True)
+        print("\n" + render_text(await orx.trace(event.run_id)))
+
+
+asyncio.run(main())
