@@ -64,6 +64,10 @@ class TooManySteps(OrchestrionError):
     """The agent loop hit its step guard without reaching a final answer."""
 
 
+class InvalidOutput(OrchestrionError):
+    """The final answer never matched the agent's output type within the re-ask budget."""
+
+
 class RunCancelled(OrchestrionError):
     """The run was cancelled explicitly."""
 

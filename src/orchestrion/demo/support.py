@@ -88,7 +88,11 @@ def _slot(text: str) -> str:
 
 def support_script(request: ModelRequest) -> ScriptedReply:
     """Decide the scripted reply from the turn so far (never from hidden state)."""
-    user = next(m.content or "" for m in reversed(request.messages) if m.role == "user")
+    user = next(
+        m.content or ""
+        for m in reversed(request.messages)
+        if m.role == "user" and not m.is_correction
+    )
     position = turn_position(request)
     tool_results = {}
     for m in request.messages[-6:]:

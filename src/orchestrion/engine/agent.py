@@ -4,17 +4,17 @@ model again, until a final answer. Every model call and tool call is a journaled
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import pydantic_core
-from pydantic import ValidationError
+from pydantic import BaseModel
 
 from orchestrion.engine.conversation import ConversationState
 from orchestrion.engine.journal import Journal, StepInfo
-from orchestrion.errors import TooManySteps
+from orchestrion.errors import InvalidOutput, TooManySteps
 from orchestrion.models.base import Model, complete
 from orchestrion.models.messages import (
     Message,
@@ -26,6 +26,14 @@ from orchestrion.models.messages import (
     Usage,
 )
 from orchestrion.observe.events import RunEmitter
+from orchestrion.tools.arguments import (
+    ArgumentPolicy,
+    ArgumentResult,
+    ReaskBudget,
+    exhausted_outcome,
+    prepare_arguments,
+    prepare_output,
+)
 from orchestrion.tools.context import ToolContext
 from orchestrion.tools.registry import Tool, ToolRegistry, render_result
 
@@ -51,6 +59,10 @@ class Agent:
     conversation_ttl: float = 7 * 24 * 3600.0
     busy_policy: Literal["enqueue", "reject"] = "enqueue"
     degradation_message: str = DEFAULT_DEGRADATION
+    # How malformed tool arguments are re-asked, and what happens when re-asks run out.
+    argument_policy: ArgumentPolicy = field(default_factory=ArgumentPolicy)
+    # A pydantic model the final answer must match (validated through the same pipeline).
+    output_type: type[BaseModel] | None = None
     registry: ToolRegistry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +75,7 @@ class TurnOutcome:
     new_messages: list[Message]
     usage: Usage
     model_calls: int
+    output: dict[str, Any] | None = None  # the validated structured answer (output_type)
 
 
 StateSetter = Callable[[ConversationState], Any]
@@ -94,10 +107,13 @@ def _clip(text: str | None) -> str | None:
 
 async def run_turn(ctx: TurnContext) -> TurnOutcome:
     agent, journal, emitter = ctx.agent, ctx.journal, ctx.emitter
-    preamble = [Message.system(agent.instructions)] if agent.instructions else []
+    preamble = _preamble(agent)
     turn: list[Message] = [ctx.user_message]
     usage = Usage()
     specs = agent.registry.specs()
+    # Re-asks are counted per turn. The count is rebuilt the same way when a turn is
+    # replayed, because it depends only on the (journaled) model responses.
+    budget = ReaskBudget(agent.argument_policy)
 
     for round_number in range(agent.max_steps):
         await ctx.set_state(ConversationState.STREAMING_RESPONSE)
@@ -117,22 +133,100 @@ async def run_turn(ctx: TurnContext) -> TurnOutcome:
         )
         usage = usage + response.usage
         turn.append(response.message)
+        truncated = response.finish_reason == "length"
         calls = response.message.tool_calls
         if not calls:
-            return TurnOutcome(
-                answer=response.message.content or "",
-                new_messages=turn,
-                usage=usage,
-                model_calls=round_number + 1,
-            )
+            final = _final_answer(ctx, response, budget, truncated)
+            if isinstance(final, Message):  # the answer did not fit the output type: re-ask
+                turn.append(final)
+                continue
+            final.new_messages, final.usage, final.model_calls = turn, usage, round_number + 1
+            return final
         await ctx.set_state(ConversationState.PROCESSING_TOOLS)
-        truncated = response.finish_reason == "length"
-        # Reserve the steps in call order, then run them concurrently.
-        pending = [_tool_step(ctx, call, truncated) for call in calls]
-        results = await asyncio.gather(*pending)
-        turn.extend(results)
+        # Arguments are checked and decided in call order (deterministic), then the
+        # executable calls run concurrently, each as its own journaled step.
+        pending, give_up = [], None
+        for call in calls:
+            checked = prepare_arguments(call, agent.registry, truncated=truncated)
+            decision = budget.decide(checked)
+            _report_arguments(emitter, call, checked, decision)
+            if decision == "execute":
+                pending.append(_tool_step(ctx, call, checked))
+            elif decision == "reask":
+                pending.append(
+                    _answered(Message.tool_result(call, checked.error or "", is_error=True))
+                )
+            else:
+                outcome = exhausted_outcome(checked, agent.argument_policy)
+                pending.append(
+                    _answered(Message.tool_result(call, outcome.tool_result, is_error=True))
+                )
+                give_up = give_up or outcome.user_message
+        turn.extend(await asyncio.gather(*pending))
+        if give_up is not None:  # policy "message": end the turn with the configured words
+            turn.append(Message.assistant(give_up))
+            return TurnOutcome(give_up, turn, usage, round_number + 1)
     raise TooManySteps(
         f"agent {agent.name!r} made {agent.max_steps} model calls without a final answer"
+    )
+
+
+def _preamble(agent: Agent) -> list[Message]:
+    parts = [agent.instructions] if agent.instructions else []
+    if agent.output_type is not None:
+        schema = json.dumps(agent.output_type.model_json_schema(), separators=(",", ":"))
+        parts.append(f"Give your final answer as one JSON object matching this schema: {schema}")
+    return [Message.system("\n\n".join(parts))] if parts else []
+
+
+def _final_answer(
+    ctx: TurnContext, response: ModelResponse, budget: ReaskBudget, truncated: bool
+) -> TurnOutcome | Message:
+    """The turn's answer; with an output type, validated through the argument pipeline.
+    Returns a correction message when the model should be asked again."""
+    text = response.message.content or ""
+    agent = ctx.agent
+    if agent.output_type is None:
+        return TurnOutcome(text, [], Usage(), 0)
+    checked = prepare_output(text, agent.output_type, truncated=truncated)
+    decision = budget.decide(checked)
+    ctx.emitter.emit(
+        "output.validated" if checked.executable else "output.invalid",
+        f"output {agent.output_type.__name__}",
+        status="ok" if checked.executable else "error",
+        attributes={**checked.event_payload(), "decision": decision},
+    )
+    if checked.arguments is not None and checked.executable:
+        return TurnOutcome(text, [], Usage(), 0, output=checked.arguments.model_dump(mode="json"))
+    if decision == "reask":
+        return Message.correction(checked.error or "")
+    raise InvalidOutput(
+        f"the final answer never matched {agent.output_type.__name__}: {checked.error}"
+    )
+
+
+async def _answered(message: Message) -> Message:
+    return message
+
+
+def _report_arguments(
+    emitter: RunEmitter, call: ToolCall, checked: ArgumentResult, decision: str
+) -> None:
+    """Repairs, refusals and re-asks are events, with the raw model output kept."""
+    if checked.status == "ok":
+        return
+    if checked.executable:
+        emitter.emit(
+            "tool.arguments.repaired",
+            f"arguments {call.name}",
+            attributes={**checked.event_payload(), "call_id": call.id},
+        )
+        return
+    emitter.emit(
+        "tool.arguments.invalid",
+        f"arguments {call.name}",
+        status="error",
+        attributes={**checked.event_payload(), "call_id": call.id, "decision": decision},
     )
 
 
@@ -162,15 +256,17 @@ def _model_call(
     return call
 
 
-def _tool_step(ctx: TurnContext, call: ToolCall, truncated: bool) -> Any:
-    """Validate the call's arguments, then run the tool as a journaled step."""
-    tool = ctx.agent.registry.get(call.name)
+def _tool_step(ctx: TurnContext, call: ToolCall, checked: ArgumentResult) -> Any:
+    """Run the tool with validated arguments as a journaled step."""
+    tool = ctx.agent.registry.get(checked.tool_name)
+    assert tool is not None and checked.arguments is not None  # executable results only
+    arguments = checked.arguments
 
     async def execute(info: StepInfo) -> dict[str, Any]:
-        content, is_error = await _execute_tool(ctx, tool, call, truncated, info)
+        content, is_error = await _execute_tool(ctx, tool, arguments, info)
         ctx.emitter.emit(
             "tool.result",
-            f"execute_tool {call.name}",
+            f"execute_tool {tool.name}",
             parent_span_id=info.span_id,
             status="error" if is_error else "ok",
             attributes={"result": _clip(content), "is_error": is_error},
@@ -179,14 +275,14 @@ def _tool_step(ctx: TurnContext, call: ToolCall, truncated: bool) -> Any:
 
     async def run() -> Message:
         outcome: dict[str, Any] = await ctx.journal.step(
-            f"execute_tool {call.name}",
+            f"execute_tool {tool.name}",
             execute,
             attributes={
                 "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": call.name,
+                "gen_ai.tool.name": tool.name,
                 "gen_ai.tool.call.id": call.id,
                 "arguments": _clip(call.arguments),
-                "effect": tool.effect if tool else None,
+                "effect": tool.effect,
             },
             announce=True,
         )
@@ -196,22 +292,8 @@ def _tool_step(ctx: TurnContext, call: ToolCall, truncated: bool) -> Any:
 
 
 async def _execute_tool(
-    ctx: TurnContext, tool: Tool | None, call: ToolCall, truncated: bool, info: StepInfo
+    ctx: TurnContext, tool: Tool, arguments: BaseModel, info: StepInfo
 ) -> tuple[str, bool]:
-    if tool is None:
-        available = ", ".join(ctx.agent.registry.names) or "none"
-        return f"There is no tool {call.name!r}. Available tools: {available}.", True
-    if truncated:
-        return (
-            f"Tool {call.name!r} was not run: your output stopped at the token limit, so its "
-            "arguments may be incomplete. Send the call again, shorter.",
-            True,
-        )
-    try:
-        raw = pydantic_core.from_json(call.arguments or "{}")
-        arguments = tool.args_model.model_validate(raw)
-    except (ValueError, ValidationError) as exc:
-        return f"Tool {call.name!r}: invalid arguments: {exc}. Send the call again.", True
     tool_ctx = ToolContext(
         idempotency_key=info.idempotency_key,
         run_id=ctx.run_id,
@@ -230,9 +312,9 @@ async def _execute_tool(
         async with asyncio.timeout(timeout):
             value = await tool.invoke(arguments, tool_ctx)
     except TimeoutError:
-        return f"Tool {call.name!r} timed out after {timeout:.1f}s.", True
+        return f"Tool {tool.name!r} timed out after {timeout:.1f}s.", True
     except Exception as exc:  # the model hears of a tool's failure; the user never sees it raw
-        return f"Tool {call.name!r} failed: {type(exc).__name__}: {exc}", True
+        return f"Tool {tool.name!r} failed: {type(exc).__name__}: {exc}", True
     return render_result(value), False
 
 

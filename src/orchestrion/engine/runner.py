@@ -20,6 +20,7 @@ from orchestrion.engine.conversation import ConversationState, check_transition
 from orchestrion.engine.journal import Journal
 from orchestrion.errors import (
     DeadlineExceeded,
+    InvalidOutput,
     LeaseLost,
     OrchestrionError,
     RunCancelled,
@@ -216,13 +217,15 @@ class RunExecutor:
                 "usage": outcome.usage.model_dump(),
                 "model_calls": outcome.model_calls,
             }
+            if outcome.output is not None:
+                result["output"] = outcome.output
             error = None
             new_messages = [m.model_dump(mode="json") for m in outcome.new_messages]
             self._move(ConversationState.AWAITING_INPUT)
         else:
             status = "cancelled" if isinstance(outcome, RunCancelled) else "failed"
             error = {"type": _error_type(outcome), "message": str(outcome)}
-            result = {"answer": agent.degradation_message if status == "failed" else ""}
+            result = {"answer": _degradation(agent, outcome) if status == "failed" else ""}
             new_messages = []
             if self._state != ConversationState.AWAITING_INPUT:
                 self._move(ConversationState.ERROR_RECOVERY)
@@ -277,6 +280,13 @@ class RunExecutor:
             attributes={"from": str(self._state), "to": str(target)},
         )
         self._state = target
+
+
+def _degradation(agent: Agent, exc: BaseException) -> str:
+    """What the user reads when a turn fails: configured words, never a raw error."""
+    if isinstance(exc, InvalidOutput):
+        return agent.argument_policy.exhausted_message
+    return agent.degradation_message
 
 
 def _error_type(exc: BaseException) -> str:

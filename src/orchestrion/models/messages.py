@@ -17,6 +17,9 @@ Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "tool_calls", "length", "content_filter", "error"]
 
 
+CORRECTION_AUTHOR = "orchestrion"
+
+
 class ToolCall(BaseModel):
     """A tool call as the model produced it. `arguments` stays raw text: repairing and
     validating it is the argument pipeline's job, not the provider's."""
@@ -48,6 +51,16 @@ class Message(BaseModel):
     @classmethod
     def user(cls, text: str) -> Message:
         return cls(role="user", content=text)
+
+    @classmethod
+    def correction(cls, text: str) -> Message:
+        """A message orchestrion itself sends the model (e.g. a re-ask), in the user role
+        because every provider accepts that; `name` tells it apart from the human."""
+        return cls(role="user", content=text, name=CORRECTION_AUTHOR)
+
+    @property
+    def is_correction(self) -> bool:
+        return self.role == "user" and self.name == CORRECTION_AUTHOR
 
     @classmethod
     def assistant(cls, text: str | None, tool_calls: tuple[ToolCall, ...] = ()) -> Message:

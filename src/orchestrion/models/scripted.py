@@ -74,10 +74,11 @@ Script = Sequence[ScriptedReply] | Callable[[ModelRequest], ScriptedReply]
 
 
 def turn_position(request: ModelRequest) -> int:
-    """How many assistant messages the current turn already holds."""
+    """How many assistant messages the current turn already holds (since the last message
+    of the human user; orchestrion's own corrections do not start a new turn)."""
     position = 0
     for message in reversed(request.messages):
-        if message.role == "user":
+        if message.role == "user" and not message.is_correction:
             break
         if message.role == "assistant":
             position += 1
