@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from orchestrion.chaos.cli import chaos
 from orchestrion.engine.agent import Agent
 from orchestrion.errors import OrchestrionError
 from orchestrion.observe.trace import render_text
@@ -121,6 +122,14 @@ def main(ctx: click.Context, store: str | None, durability: str, verbose: bool) 
 )
 @click.option("--json", "as_json", is_flag=True, help="With --outbox: one JSON object per line.")
 @click.option("--no-trace", is_flag=True, help="Do not print the trace after the answer.")
+@click.option(
+    "--model",
+    "model_spec",
+    metavar="SPEC",
+    help="Run the demo agent on a real model instead of the scripted one: openai:MODEL "
+    "(OPENAI_API_KEY, OPENAI_BASE_URL) or anthropic:MODEL (ANTHROPIC_API_KEY, "
+    "ANTHROPIC_BASE_URL). Default: the offline scripted model.",
+)
 @pass_settings
 def demo(
     settings: Settings,
@@ -130,6 +139,7 @@ def demo(
     outbox: bool,
     as_json: bool,
     no_trace: bool,
+    model_spec: str | None,
 ) -> None:
     """Run one turn of the offline customer-support demo (no API key, no network).
 
@@ -141,7 +151,15 @@ def demo(
     if outbox:
         _run(_print_outbox(settings, as_json))
         return
-    agent = support_agent(latency=latency)
+    model = None
+    if model_spec:
+        from orchestrion.models.resolve import resolve_model
+
+        try:
+            model = resolve_model(model_spec)
+        except OrchestrionError as exc:
+            raise click.BadParameter(str(exc), param_hint="--model") from None
+    agent = support_agent(latency=latency, model=model)
     status = _run(
         _demo_turn(settings, agent, conversation, message or DEFAULT_MESSAGE, not no_trace)
     )
@@ -156,20 +174,26 @@ async def _demo_turn(
         run_id = ""
         click.secho(f"you: {message}", fg="cyan")
         click.echo("agent: ", nl=False)
+        mid_line = True  # after the "agent: " prompt
         async for event in orx.stream(agent.name, message, conversation=conversation):
             run_id = event.run_id
             if event.type == "text.delta":
                 click.echo(event.attributes["text"], nl=False)
+                mid_line = True
             elif event.type == "step.started" and event.name.startswith("execute_tool"):
-                click.secho(
-                    f"\n  [{event.name.removeprefix('execute_tool ')} …]", dim=True, nl=False
-                )
-            elif event.type == "model.response" and event.attributes.get("text"):
-                click.echo("")
+                if mid_line:
+                    click.echo("")
+                click.secho(f"  -> {event.name.removeprefix('execute_tool ')}", dim=True)
+                mid_line = False
+            elif event.type.startswith("retry.") or event.type.startswith("breaker."):
+                if mid_line:
+                    click.echo("")
+                click.secho(f"  !! {event.type} {event.attributes.get('reason', '')}", dim=True)
+                mid_line = False
         result = await orx.result(run_id)
         if result.status != "succeeded":
-            click.echo(result.answer)
-        click.echo("")
+            click.echo(("\n" if mid_line else "") + result.answer)
+        click.echo("\n" if mid_line and result.status == "succeeded" else "")
         click.secho(
             f"run {result.run_id} · conversation {result.conversation_id} · {result.status}",
             dim=True,
@@ -351,16 +375,5 @@ def bench(name: str, quick: bool, as_json: bool) -> None:
         click.echo("\n".join(result["lines"]))
 
 
-def _mount_optional_commands() -> None:
-    """Commands that live with their concern (chaos server, breakers) join here."""
-    for module_name, attribute in (("orchestrion.chaos.cli", "chaos"),):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        main.add_command(getattr(module, attribute))
-
-
-_mount_optional_commands()
+# Commands that live with their concern join the group here.
+main.add_command(chaos)

@@ -94,13 +94,17 @@ def support_script(request: ModelRequest) -> ScriptedReply:
         if m.role == "user" and not m.is_correction
     )
     position = turn_position(request)
+    # Tool results by tool name. Over HTTP a tool message carries only its call id, so the
+    # name comes from the assistant message that made the call.
+    names = {c.id: c.name for m in request.messages for c in m.tool_calls}
     tool_results = {}
     for m in request.messages[-6:]:
-        if m.role == "tool" and m.name and m.content:
+        name = m.name or names.get(m.tool_call_id or "")
+        if m.role == "tool" and name and m.content:
             try:
-                tool_results[m.name] = json.loads(m.content)
+                tool_results[name] = json.loads(m.content)
             except ValueError:
-                tool_results[m.name] = {"error": m.content}
+                tool_results[name] = {"error": m.content}
     customer_id, slot = _customer_id(user), _slot(user)
     if position == 0:
         return call("crm_lookup", "Let me pull up your account.", customer_id=customer_id)
