@@ -94,6 +94,10 @@ def main(ctx: click.Context, store: str | None, durability: str, verbose: bool) 
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    if store is not None and not store.strip():
+        raise click.BadParameter(
+            "is empty: give a store URL such as sqlite:///app.db", param_hint="--store"
+        )
     ctx.obj = Settings(store or default_store_url(), durability)
 
 
@@ -355,7 +359,9 @@ def _bench_dir() -> Path:
 @click.option("--quick", is_flag=True, help="A small workload, to check the benchmark runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw numbers as JSON.")
 def bench(name: str, quick: bool, as_json: bool) -> None:
-    """Run a benchmark from bench/: steps, resilience, arguments, providers."""
+    """Run a benchmark from bench/ (steps, resilience, arguments, providers, ...).
+
+    Each prints its numbers next to a baseline measured in the same run."""
     folder = _bench_dir()
     path = folder / f"{name}.py"
     if not path.is_file():
