@@ -187,6 +187,9 @@ class StoreConformance:
             EffectRecord("key-1", "email", run.id, cid, TENANT, {"to": "a@b.c"}, 1.0)
         )
         assert await first.breaker_save_if("model", 0, {"state": "open"})
+        other = await new_run(first, cid)
+        other_lease = await claim(first, other)
+        await first.save_attempt(other_lease, 1, {"attempt": 2, "next_attempt_at": 5.5})
         await first.close()
         await first.close()  # closing twice is harmless
 
@@ -200,6 +203,10 @@ class StoreConformance:
             assert [e.seq for e in await second.read_events(run.id)] == [1, 2]
             assert [e.idempotency_key for e in await second.list_effects()] == ["key-1"]
             assert await second.breaker_load("model") == ({"state": "open"}, 1)
+            assert await second.load_attempt(other.id, 1) == {
+                "attempt": 2,
+                "next_attempt_at": 5.5,
+            }
 
         # The same instance can be opened again after closing it.
         await first.open()
@@ -505,6 +512,7 @@ class StoreConformance:
     async def _taken_over(self, store: Store) -> tuple[str, RunRecord, Lease, Lease]:
         cid, run, stale = await running_run(store)
         await store.record_step(stale, step(stale, 1), [event(run.id, 2)], lease_seconds=LEASE)
+        await store.save_attempt(stale, 2, {"attempt": 1, "by": "stale"})
         fresh = await store.claim(
             run.id, owner="w2", expected_epoch=stale.epoch, lease_seconds=LEASE, now=time.time()
         )
@@ -519,6 +527,8 @@ class StoreConformance:
             await store.load_steps(run_id),
             await store.read_events(run_id),
             await store.last_event_seq(run_id),
+            await store.load_attempt(run_id, 1),
+            await store.load_attempt(run_id, 2),
         )
 
     @pytest.mark.parametrize(
@@ -530,6 +540,7 @@ class StoreConformance:
             "complete_run",
             "renew_lease",
             "release",
+            "save_attempt",
         ],
     )
     async def test_a_stale_lease_is_refused_and_leaves_no_trace(
@@ -558,6 +569,7 @@ class StoreConformance:
                 stale, lease_seconds=999.0, now=time.time() + 1000
             ),
             "release": lambda: store.release(stale),
+            "save_attempt": lambda: store.save_attempt(stale, 2, {"attempt": 2, "by": "stale"}),
         }
         with pytest.raises(LeaseLost):
             await ops[write]()
@@ -584,6 +596,8 @@ class StoreConformance:
             await store.append_events(lease, [event(run.id, 9)])
         with pytest.raises(LeaseLost):
             await store.renew_lease(lease, lease_seconds=LEASE, now=time.time())
+        with pytest.raises(LeaseLost):
+            await store.save_attempt(lease, 1, {"attempt": 1})
         assert await self._snapshot(store, cid, run.id) == before
         assert await store.history(cid) == [{"role": "assistant", "content": "once"}]
 
@@ -884,3 +898,76 @@ class StoreConformance:
             ("model:gpt", {"state": "open"}, 2),
             ("tool:x", {"state": "open"}, 1),
         ]
+
+    # ---- journaled retry attempts -------------------------------------------------------
+
+    async def test_attempt_state_round_trips_and_is_replaced_per_step(self, store: Store) -> None:
+        _cid, run, lease = await running_run(store)
+        _cid2, other_run, other_lease = await running_run(store)
+        assert await store.load_attempt(run.id, 1) is None
+        first = {
+            "attempt": 1,
+            "next_attempt_at": 1_700_000_000.125,
+            "first_attempt_at": 1_699_999_999.5,
+            "pipeline": "openai:gpt-4o",
+            "nested": {"é": [1, None, 2.5]},
+        }
+        await store.save_attempt(lease, 1, first)
+        assert await store.load_attempt(run.id, 1) == first
+        # Saving again replaces the state: one row per step, never a history of them.
+        second = {**first, "attempt": 2, "next_attempt_at": None}
+        await store.save_attempt(lease, 1, second)
+        assert await store.load_attempt(run.id, 1) == second
+        # Addressed by (run, seq): other steps and other runs are untouched.
+        assert await store.load_attempt(run.id, 2) is None
+        assert await store.load_attempt(other_run.id, 1) is None
+        await store.save_attempt(other_lease, 1, {"attempt": 7})
+        await store.save_attempt(lease, 3, {"attempt": 3})
+        assert await store.load_attempt(run.id, 1) == second
+        assert await store.load_attempt(run.id, 3) == {"attempt": 3}
+        assert await store.load_attempt(other_run.id, 1) == {"attempt": 7}
+        assert await store.load_attempt("no-such-run", 1) is None
+
+    async def test_a_new_owner_reads_and_continues_the_previous_owners_attempts(
+        self, store: Store
+    ) -> None:
+        _cid, run, stale, fresh = await self._taken_over(store)
+        # The state the dead owner saved is what the new owner resumes from.
+        assert await store.load_attempt(run.id, 2) == {"attempt": 1, "by": "stale"}
+        await store.save_attempt(fresh, 2, {"attempt": 2, "by": "fresh"})
+        with pytest.raises(LeaseLost):
+            await store.save_attempt(stale, 2, {"attempt": 9, "by": "stale"})
+        assert await store.load_attempt(run.id, 2) == {"attempt": 2, "by": "fresh"}
+
+    async def test_save_attempt_on_a_queued_or_unknown_run_is_refused(self, store: Store) -> None:
+        cid = await conversation(store)
+        queued = await new_run(store, cid)
+        with pytest.raises(LeaseLost):
+            await store.save_attempt(Lease(queued.id, "w1", 0), 1, {"attempt": 1})
+        with pytest.raises(LeaseLost):
+            await store.save_attempt(Lease("no-such-run", "w1", 1), 1, {"attempt": 1})
+        assert await store.load_attempt(queued.id, 1) is None
+        assert await store.load_attempt("no-such-run", 1) is None
+
+    async def test_purge_deletes_the_attempts_of_purged_runs_only(self, store: Store) -> None:
+        now = time.time()
+        expired = await conversation(store, ttl=60.0)
+        done = await new_run(store, expired)
+        lease = await claim(store, done)
+        await store.save_attempt(lease, 1, {"attempt": 2})
+        await store.save_attempt(lease, 4, {"attempt": 1})
+        await store.complete_run(lease, completion(), now=now)
+        alive = await conversation(store)
+        _, kept_run, kept_lease = await running_run(store, alive)
+        await store.save_attempt(kept_lease, 1, {"attempt": 3})
+        # Expired, but its run is still running: nothing of it is purged.
+        busy = await conversation(store, ttl=60.0)
+        _, busy_run, busy_lease = await running_run(store, busy)
+        await store.save_attempt(busy_lease, 1, {"attempt": 1})
+
+        report = await store.purge_expired(now=now + 3600)
+        assert (report.conversations, report.runs) == (1, 1)
+        assert await store.load_attempt(done.id, 1) is None
+        assert await store.load_attempt(done.id, 4) is None
+        assert await store.load_attempt(kept_run.id, 1) == {"attempt": 3}
+        assert await store.load_attempt(busy_run.id, 1) == {"attempt": 1}

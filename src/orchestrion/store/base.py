@@ -304,3 +304,20 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_breakers(self) -> list[tuple[str, dict[str, Any], int]]: ...
+
+    # ---- journaled retry attempts -----------------------------------------------------
+
+    @abc.abstractmethod
+    async def load_attempt(self, run_id: str, seq: int) -> dict[str, Any] | None:
+        """The retry state last saved for step (run_id, seq), or None when there is none.
+
+        The state is an opaque JSON object (the resilience layer stores an AttemptState:
+        the last attempt made, when the next one is due, when the first one started), so
+        a worker that takes over a run crashed in the middle of a backoff continues at the
+        right attempt number instead of starting over."""
+
+    @abc.abstractmethod
+    async def save_attempt(self, lease: Lease, seq: int, state: dict[str, Any]) -> None:
+        """Replace the retry state of step (lease.run_id, seq) with `state` (fenced: a stale
+        lease, or a run that is no longer running, raises LeaseLost and writes nothing).
+        The state is kept until the run's conversation is purged."""

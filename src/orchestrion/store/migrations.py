@@ -109,4 +109,14 @@ SQLITE_MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
+    # 2: the retry state of steps in flight, so a crash mid-backoff keeps the attempt count
+    """
+    CREATE TABLE attempts (
+        run_id     TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        state      TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    """,
 ]

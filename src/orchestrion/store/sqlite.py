@@ -796,6 +796,10 @@ class SQLiteStore(Store):
                 "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE conversation_id "
                 "IN (SELECT id FROM purge_ids))"
             )
+            conn.execute(
+                "DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE conversation_id "
+                "IN (SELECT id FROM purge_ids))"
+            )
             report.runs = conn.execute(
                 "DELETE FROM runs WHERE conversation_id IN (SELECT id FROM purge_ids)"
             ).rowcount
@@ -838,3 +842,28 @@ class SQLiteStore(Store):
     async def list_breakers(self) -> list[tuple[str, dict[str, Any], int]]:
         rows = await self._read("SELECT name, state, version FROM breakers ORDER BY name")
         return [(r[0], _loads(r[1]), int(r[2])) for r in rows]
+
+    # ---- journaled retry attempts -----------------------------------------------------
+
+    async def load_attempt(self, run_id: str, seq: int) -> dict[str, Any] | None:
+        rows = await self._read(
+            "SELECT state FROM attempts WHERE run_id = ? AND seq = ?", (run_id, seq)
+        )
+        if not rows:
+            return None
+        state: dict[str, Any] = _loads(rows[0][0])
+        return state
+
+    async def save_attempt(self, lease: Lease, seq: int, state: dict[str, Any]) -> None:
+        text = _dumps(state)
+
+        def tx(conn: sqlite3.Connection) -> None:
+            _fence(conn, lease)
+            conn.execute(
+                "INSERT INTO attempts (run_id, seq, state, updated_at) VALUES (?,?,?,?) "
+                "ON CONFLICT (run_id, seq) DO UPDATE SET state = excluded.state, "
+                "updated_at = excluded.updated_at",
+                (lease.run_id, seq, text, time.time()),
+            )
+
+        await self._write(tx)
