@@ -11,17 +11,23 @@ from orchestrion.models.messages import Message, ToolCall
 from orchestrion.models.scripted import ScriptedModel, call, calls, raw_call, say
 from orchestrion.observe.events import Event
 from orchestrion.observe.trace import Span, render_text
+from orchestrion.resilience.hedge import HedgePolicy
+from orchestrion.resilience.retry import RetryPolicy
 from orchestrion.runtime import Orchestrion, TurnResult
+from orchestrion.tools.arguments import ArgumentPolicy
 from orchestrion.tools.context import ToolContext
 from orchestrion.tools.registry import Tool, tool
 
 __all__ = [
     "Agent",
+    "ArgumentPolicy",
     "ConversationState",
     "Event",
+    "HedgePolicy",
     "Message",
     "Orchestrion",
     "OrchestrionError",
+    "RetryPolicy",
     "ScriptedModel",
     "Span",
     "Tool",

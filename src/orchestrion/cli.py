@@ -18,6 +18,7 @@ from orchestrion.chaos.cli import chaos
 from orchestrion.engine.agent import Agent
 from orchestrion.errors import OrchestrionError
 from orchestrion.observe.trace import render_text
+from orchestrion.resilience.cli import breakers
 from orchestrion.runtime import Orchestrion
 from orchestrion.store import default_store_url
 
@@ -383,3 +384,4 @@ def bench(name: str, quick: bool, as_json: bool) -> None:
 
 # Commands that live with their concern join the group here.
 main.add_command(chaos)
+main.add_command(breakers)

@@ -14,17 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from orchestrion.engine.agent import Agent
 from orchestrion.engine.conversation import ConversationState
-from orchestrion.engine.worker import Worker
+from orchestrion.engine.worker import Worker, log_breaker_event
 from orchestrion.errors import NotFound, OrchestrionError
 from orchestrion.models.messages import Message
 from orchestrion.observe.events import Event, new_id, new_trace_id, run_span_id
 from orchestrion.observe.trace import Span, build_run_tree, conversation_tree
+from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.store import open_store
 from orchestrion.store.base import (
     Durability,
@@ -57,13 +58,21 @@ class Orchestrion:
         tenant: str = "default",
         durability: Durability = "normal",
         lease_seconds: float = 30.0,
+        breaker_settings: Mapping[str, Any] | None = None,
     ) -> None:
+        """`breaker_settings`: CircuitBreaker settings for every dependency of this process
+        (e.g. {"minimum_calls": 10, "wait_in_open": 15}); see docs/resilience.md."""
         self.store = store if isinstance(store, Store) else open_store(store, durability=durability)
         self.agents: dict[str, Agent] = {}
         for agent in agents:
             self.add_agent(agent)
         self.tenant = tenant
-        self.worker = Worker(self.store, self.agents, lease_seconds=lease_seconds)
+        self.worker = Worker(
+            self.store,
+            self.agents,
+            lease_seconds=lease_seconds,
+            breakers=BreakerRegistry(self.store, breaker_settings, on_event=log_breaker_event),
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def add_agent(self, agent: Agent) -> None:
@@ -217,7 +226,8 @@ class Orchestrion:
         Returns whether it executed one."""
         now = time.time()
         active = [
-            r for r in await self.store.list_runs(conversation_id=conversation_id, limit=50)
+            r
+            for r in await self.store.list_runs(conversation_id=conversation_id, limit=50)
             if r.status in ("queued", "running")
         ]
         if not active:
@@ -231,8 +241,12 @@ class Orchestrion:
         if head.status == "queued" and now - head.created_at < ABANDONED_AFTER:
             return False  # its own caller is probably about to claim it
         lease = await self.store.claim(
-            head.id, owner=self.worker.owner, expected_epoch=head.epoch,
-            lease_seconds=self.worker.lease_seconds, now=now, turn_timeout=agent.turn_timeout,
+            head.id,
+            owner=self.worker.owner,
+            expected_epoch=head.epoch,
+            lease_seconds=self.worker.lease_seconds,
+            now=now,
+            turn_timeout=agent.turn_timeout,
         )
         if lease is None:
             return False

@@ -5,27 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from orchestrion.engine.calls import model_call, tool_step
 from orchestrion.engine.conversation import ConversationState
-from orchestrion.engine.journal import Journal, StepInfo
+from orchestrion.engine.journal import Journal
 from orchestrion.errors import InvalidOutput, TooManySteps
-from orchestrion.models.base import Model, complete
+from orchestrion.models.base import Model
 from orchestrion.models.messages import (
     Message,
-    ModelDelta,
     ModelRequest,
     ModelResponse,
-    TextDelta,
     ToolCall,
     Usage,
 )
 from orchestrion.observe.events import RunEmitter
+from orchestrion.resilience.hedge import HedgePolicy
+from orchestrion.resilience.retry import RetryPolicy
+from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.tools.arguments import (
     ArgumentPolicy,
     ArgumentResult,
@@ -34,16 +35,12 @@ from orchestrion.tools.arguments import (
     prepare_arguments,
     prepare_output,
 )
-from orchestrion.tools.context import ToolContext
-from orchestrion.tools.registry import Tool, ToolRegistry, render_result
+from orchestrion.tools.registry import Tool, ToolRegistry
 
 DEFAULT_DEGRADATION = (
     "Sorry, I could not finish that request just now. Nothing was lost; please try again "
     "in a moment."
 )
-
-# How much of a model's text or a tool's result an event keeps (the journal keeps it all).
-_EVENT_TEXT_LIMIT = 2000
 
 
 @dataclass
@@ -59,6 +56,11 @@ class Agent:
     conversation_ttl: float = 7 * 24 * 3600.0
     busy_policy: Literal["enqueue", "reject"] = "enqueue"
     degradation_message: str = DEFAULT_DEGRADATION
+    # Model calls: retries (None: none), per-attempt timeout, hedging, fallback models.
+    retry: RetryPolicy | None = field(default_factory=RetryPolicy)
+    model_timeout: float | None = 120.0
+    hedge: HedgePolicy | None = None
+    fallback_models: Sequence[Model] = ()
     # How malformed tool arguments are re-asked, and what happens when re-asks run out.
     argument_policy: ArgumentPolicy = field(default_factory=ArgumentPolicy)
     # A pydantic model the final answer must match (validated through the same pipeline).
@@ -97,12 +99,7 @@ class TurnContext:
     user_message: Message
     set_state: Callable[[ConversationState], Any]  # async
     record_effect: Callable[[str, str, dict[str, Any]], Any]  # async
-
-
-def _clip(text: str | None) -> str | None:
-    if text is None or len(text) <= _EVENT_TEXT_LIMIT:
-        return text
-    return text[:_EVENT_TEXT_LIMIT] + "…"
+    breakers: BreakerRegistry  # shared breakers and budgets, per dependency
 
 
 async def run_turn(ctx: TurnContext) -> TurnOutcome:
@@ -122,7 +119,7 @@ async def run_turn(ctx: TurnContext) -> TurnOutcome:
         )
         response = await journal.step(
             f"chat {agent.model.name}",
-            _model_call(agent.model, request, emitter),
+            model_call(ctx, request),
             decode=ModelResponse.model_validate,
             attributes={
                 "gen_ai.operation.name": "chat",
@@ -151,7 +148,7 @@ async def run_turn(ctx: TurnContext) -> TurnOutcome:
             decision = budget.decide(checked)
             _report_arguments(emitter, call, checked, decision)
             if decision == "execute":
-                pending.append(_tool_step(ctx, call, checked))
+                pending.append(tool_step(ctx, call, checked))
             elif decision == "reask":
                 pending.append(
                     _answered(Message.tool_result(call, checked.error or "", is_error=True))
@@ -228,103 +225,3 @@ def _report_arguments(
         status="error",
         attributes={**checked.event_payload(), "call_id": call.id, "decision": decision},
     )
-
-
-def _model_call(
-    model: Model, request: ModelRequest, emitter: RunEmitter
-) -> Callable[[StepInfo], Any]:
-    async def call(info: StepInfo) -> dict[str, Any]:
-        async def on_delta(delta: ModelDelta) -> None:
-            if isinstance(delta, TextDelta):
-                emitter.ephemeral("text.delta", {"text": delta.text}, parent_span_id=info.span_id)
-
-        response = await complete(model, request, on_delta)
-        emitter.emit(
-            "model.response",
-            f"chat {model.name}",
-            parent_span_id=info.span_id,
-            attributes={
-                "gen_ai.response.finish_reasons": [response.finish_reason],
-                "gen_ai.usage.input_tokens": response.usage.input_tokens,
-                "gen_ai.usage.output_tokens": response.usage.output_tokens,
-                "text": _clip(response.message.content),
-                "tool_calls": [c.name for c in response.message.tool_calls],
-            },
-        )
-        return response.model_dump(mode="json")
-
-    return call
-
-
-def _tool_step(ctx: TurnContext, call: ToolCall, checked: ArgumentResult) -> Any:
-    """Run the tool with validated arguments as a journaled step."""
-    tool = ctx.agent.registry.get(checked.tool_name)
-    assert tool is not None and checked.arguments is not None  # executable results only
-    arguments = checked.arguments
-
-    async def execute(info: StepInfo) -> dict[str, Any]:
-        content, is_error = await _execute_tool(ctx, tool, arguments, info)
-        ctx.emitter.emit(
-            "tool.result",
-            f"execute_tool {tool.name}",
-            parent_span_id=info.span_id,
-            status="error" if is_error else "ok",
-            attributes={"result": _clip(content), "is_error": is_error},
-        )
-        return {"content": content, "is_error": is_error}
-
-    async def run() -> Message:
-        outcome: dict[str, Any] = await ctx.journal.step(
-            f"execute_tool {tool.name}",
-            execute,
-            attributes={
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": tool.name,
-                "gen_ai.tool.call.id": call.id,
-                "arguments": _clip(call.arguments),
-                "effect": tool.effect,
-            },
-            announce=True,
-        )
-        return Message.tool_result(call, outcome["content"], is_error=outcome["is_error"])
-
-    return run()
-
-
-async def _execute_tool(
-    ctx: TurnContext, tool: Tool, arguments: BaseModel, info: StepInfo
-) -> tuple[str, bool]:
-    tool_ctx = ToolContext(
-        idempotency_key=info.idempotency_key,
-        run_id=ctx.run_id,
-        conversation_id=ctx.conversation_id,
-        tenant=ctx.tenant,
-        tool_name=tool.name,
-        deadline=ctx.deadline,
-        _record_effect=ctx.record_effect,
-        _progress=_progress_reporter(ctx.emitter, info),
-    )
-    timeout = tool.timeout
-    if ctx.deadline is not None:
-        left = max(0.0, ctx.deadline - time.time())
-        timeout = left if timeout is None else min(timeout, left)
-    try:
-        async with asyncio.timeout(timeout):
-            value = await tool.invoke(arguments, tool_ctx)
-    except TimeoutError:
-        return f"Tool {tool.name!r} timed out after {timeout:.1f}s.", True
-    except Exception as exc:  # the model hears of a tool's failure; the user never sees it raw
-        return f"Tool {tool.name!r} failed: {type(exc).__name__}: {exc}", True
-    return render_result(value), False
-
-
-def _progress_reporter(emitter: RunEmitter, info: StepInfo) -> Callable[[str, float | None], Any]:
-    async def report(message: str, fraction: float | None) -> None:
-        emitter.emit(
-            "tool.progress",
-            info.name,
-            parent_span_id=info.span_id,
-            attributes={"message": message, "fraction": fraction},
-        )
-
-    return report

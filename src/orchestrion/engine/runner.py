@@ -19,7 +19,6 @@ from orchestrion.engine.agent import Agent, TurnContext, TurnOutcome, run_turn
 from orchestrion.engine.conversation import ConversationState, check_transition
 from orchestrion.engine.journal import Journal
 from orchestrion.errors import (
-    DeadlineExceeded,
     InvalidOutput,
     LeaseLost,
     OrchestrionError,
@@ -28,6 +27,8 @@ from orchestrion.errors import (
 )
 from orchestrion.models.messages import Message
 from orchestrion.observe.events import RunEmitter, Sink
+from orchestrion.resilience.deadline import deadline
+from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.store.base import EffectRecord, Lease, RunCompletion, RunRecord, Store
 
 log = logging.getLogger("orchestrion.runner")
@@ -47,8 +48,10 @@ class RunExecutor:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         sinks: list[Sink] | None = None,
         resumed: bool = False,
+        breakers: BreakerRegistry | None = None,
     ) -> None:
         self.store = store
+        self.breakers = breakers or BreakerRegistry(store)
         self.agent = agent
         self.run = run
         self.lease = lease
@@ -110,6 +113,7 @@ class RunExecutor:
             user_message=Message.model_validate(run.input["message"]),
             set_state=self._set_state,
             record_effect=self._record_effect,
+            breakers=self.breakers,
         )
         turn = asyncio.create_task(self._bounded_turn(ctx))
         ticker = asyncio.create_task(self._tick(turn))
@@ -136,18 +140,10 @@ class RunExecutor:
             return "lost"
 
     async def _bounded_turn(self, ctx: TurnContext) -> TurnOutcome:
-        deadline = self.run.deadline_at
-        if deadline is None:
+        # The turn's deadline is a scope every nested call sees (tools get the time left,
+        # model calls bound their HTTP requests by it, retries never sleep past it).
+        async with deadline(at=self.run.deadline_at, name=f"turn of {self.agent.name}"):
             return await run_turn(ctx)
-        try:
-            async with asyncio.timeout_at(
-                asyncio.get_running_loop().time() + deadline - time.time()
-            ):
-                return await run_turn(ctx)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"the turn's deadline passed ({self.agent.turn_timeout:.0f}s budget)"
-            ) from None
 
     async def _tick(self, turn: asyncio.Task[TurnOutcome]) -> None:
         """Flush buffered events and renew the lease until the turn ends."""

@@ -6,14 +6,26 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from orchestrion.engine.agent import Agent
 from orchestrion.engine.owner import owner_is_gone, process_identity
 from orchestrion.engine.runner import DEFAULT_LEASE_SECONDS, RunExecutor
 from orchestrion.observe.events import Sink
+from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.store.base import Lease, RunRecord, Store
 
 log = logging.getLogger("orchestrion.worker")
+
+
+def log_breaker_event(type_: str, attributes: dict[str, Any]) -> None:
+    if type_ == "breaker.transition":
+        log.warning(
+            "breaker %s: %s -> %s",
+            attributes.get("breaker"),
+            attributes.get("from"),
+            attributes.get("to"),
+        )
 
 
 class Worker:
@@ -26,8 +38,11 @@ class Worker:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         poll_interval: float = 0.2,
         purge_interval: float = 300.0,
+        breakers: BreakerRegistry | None = None,
     ) -> None:
         self.store = store
+        # One breaker and one retry budget per dependency for this whole process.
+        self.breakers = breakers or BreakerRegistry(store, on_event=log_breaker_event)
         self.agents = agents
         self.owner = process_identity()
         self.concurrency = max(1, concurrency)
@@ -83,6 +98,7 @@ class Worker:
             lease_seconds=self.lease_seconds,
             sinks=sinks,
             resumed=resumed,
+            breakers=self.breakers,
         )
         if resumed:
             log.info("resuming run %s (epoch %d)", run.id, lease.epoch)

@@ -13,16 +13,23 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, create_model
 
 from orchestrion.models.messages import ToolSpec
+from orchestrion.resilience.retry import RetryPolicy
 from orchestrion.tools.context import ToolContext
 
 Effect = Literal["read", "write"]
+
+# Tools are usually close by (a database, an internal API): fewer, shorter retries.
+DEFAULT_TOOL_RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=2.0, max_elapsed=30.0)
 
 
 class Tool:
     """A callable the model may invoke.
 
     `effect="write"` marks a tool with side effects: it must honour the idempotency key
-    in its context. `timeout` bounds one execution (seconds).
+    in its context (every retry and every resumption reuses it). `timeout` bounds one
+    attempt (seconds); `retry` retries what the error classes call retryable (connection
+    errors, timeouts, 429/5xx from HTTP APIs), never a plain exception; `breaker` keeps a
+    circuit breaker named "tool:NAME" shared through the store.
     """
 
     def __init__(
@@ -33,12 +40,18 @@ class Tool:
         description: str | None = None,
         effect: Effect = "read",
         timeout: float | None = 60.0,
+        retry: RetryPolicy | None = DEFAULT_TOOL_RETRY,
+        breaker: bool = True,
+        step_timeout: float | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
         self.description = (description or inspect.getdoc(fn) or "").strip()
         self.effect: Effect = effect
-        self.timeout = timeout
+        self.timeout = timeout  # one attempt
+        self.step_timeout = step_timeout  # all attempts together (None: the turn's deadline)
+        self.retry = retry
+        self.breaker = breaker
         self.is_async = inspect.iscoroutinefunction(fn)
         self.context_param, self.args_model = _arguments_model(fn, self.name)
         functools.update_wrapper(self, fn)
@@ -97,6 +110,9 @@ def tool(
     description: str | None = None,
     effect: Effect = "read",
     timeout: float | None = 60.0,
+    retry: RetryPolicy | None = DEFAULT_TOOL_RETRY,
+    breaker: bool = True,
+    step_timeout: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -108,11 +124,23 @@ def tool(
     description: str | None = None,
     effect: Effect = "read",
     timeout: float | None = 60.0,
+    retry: RetryPolicy | None = DEFAULT_TOOL_RETRY,
+    breaker: bool = True,
+    step_timeout: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Decorator: turn a typed function into a Tool (`@tool` or `@tool(effect="write")`)."""
 
     def wrap(f: Callable[..., Any]) -> Tool:
-        return Tool(f, name=name, description=description, effect=effect, timeout=timeout)
+        return Tool(
+            f,
+            name=name,
+            description=description,
+            effect=effect,
+            timeout=timeout,
+            retry=retry,
+            breaker=breaker,
+            step_timeout=step_timeout,
+        )
 
     return wrap(fn) if fn is not None else wrap
 

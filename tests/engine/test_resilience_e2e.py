@@ -1,0 +1,180 @@
+"""Every model and tool call of a turn goes through its dependency's resilience pipeline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from orchestrion import (
+    Agent,
+    Orchestrion,
+    RetryPolicy,
+    ScriptedModel,
+    ToolContext,
+    call,
+    say,
+    tool,
+)
+from orchestrion.errors import BadRequest, ProviderUnavailable, RateLimited
+from orchestrion.models.messages import ModelDelta, ModelRequest
+
+FAST = RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.05, jitter=False)
+
+
+class FlakyModel:
+    """Fails with the given errors first, then answers from its script."""
+
+    def __init__(self, errors: list[Exception], inner: ScriptedModel, name: str = "flaky") -> None:
+        self.errors = list(errors)
+        self.inner = inner
+        self.name = name
+        self.calls = 0
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelDelta]:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        async for delta in self.inner.stream(request):
+            yield delta
+
+
+async def event_types(orx: Orchestrion, run_id: str) -> list[str]:
+    return [e.type for e in await orx.store.read_events(run_id)]
+
+
+async def test_rate_limited_model_calls_are_retried_and_the_waits_traced(db_path: Path) -> None:
+    model = FlakyModel(
+        [RateLimited("slow down", status_code=429, retry_after=0.02),
+         ProviderUnavailable("overloaded", status_code=529)],
+        ScriptedModel([say("finally")]),
+    )
+    agent = Agent("a", model=model, retry=FAST)
+    async with Orchestrion(f"sqlite:///{db_path}", agents=[agent]) as orx:
+        result = await orx.send("a", "hi")
+        assert result.status == "succeeded" and result.answer == "finally"
+        assert model.calls == 3
+        events = await orx.store.read_events(result.run_id)
+        waits = [e for e in events if e.type == "retry.wait"]
+        assert [w.attributes["reason"] for w in waits] == ["retry_after", "backoff"]
+        assert waits[0].attributes["retry_after"] == 0.02
+        chat_span = next(e for e in events if e.type == "step.finished" and e.name == "chat flaky")
+        assert all(w.parent_span_id == chat_span.span_id for w in waits)
+
+
+async def test_a_bad_request_is_not_retried_and_the_user_sees_no_raw_error(db_path: Path) -> None:
+    model = FlakyModel([BadRequest("messages.0: invalid role", status_code=400)],
+                       ScriptedModel([say("unreachable")]))
+    agent = Agent("a", model=model, retry=FAST)
+    async with Orchestrion(f"sqlite:///{db_path}", agents=[agent]) as orx:
+        result = await orx.send("a", "hi")
+        assert result.status == "failed" and model.calls == 1
+        assert result.answer == agent.degradation_message
+        assert "invalid role" not in result.answer
+        assert result.error is not None and result.error["type"] == "BadRequest"
+
+
+async def test_a_fallback_model_answers_when_the_primary_is_down(db_path: Path) -> None:
+    down = FlakyModel([ProviderUnavailable("down", status_code=503)] * 10,
+                      ScriptedModel([say("unreachable")]), name="primary")
+    backup = ScriptedModel([say("answered by the backup")], name="backup")
+    agent = Agent("a", model=down, retry=RetryPolicy(max_attempts=2, base_delay=0.01),
+                  fallback_models=[backup])
+    async with Orchestrion(f"sqlite:///{db_path}", agents=[agent]) as orx:
+        result = await orx.send("a", "hi")
+        assert result.status == "succeeded" and result.answer == "answered by the backup"
+        assert down.calls == 2 and backup.calls == 1
+        assert "fallback.used" in await event_types(orx, result.run_id)
+
+
+async def test_an_open_breaker_fails_fast_across_turns(db_path: Path) -> None:
+    down = FlakyModel([ProviderUnavailable("down", status_code=503)] * 100,
+                      ScriptedModel([say("unreachable")]), name="dead-model")
+    agent = Agent("a", model=down, retry=RetryPolicy(max_attempts=1))
+    small_window = {"minimum_calls": 3, "window_size": 3}
+    async with Orchestrion(f"sqlite:///{db_path}", agents=[agent],
+                           breaker_settings=small_window) as orx:
+        outcomes = [await orx.send("a", f"try {i}") for i in range(5)]
+        assert all(r.status == "failed" for r in outcomes)
+        assert down.calls == 3  # the last two turns never reached the provider
+        assert outcomes[-1].error is not None and outcomes[-1].error["type"] == "BreakerOpen"
+        assert "model:dead-model" in outcomes[-1].error["message"]
+        assert outcomes[-1].answer == agent.degradation_message
+        (name, state, _version), = await orx.store.list_breakers()
+        assert name == "model:dead-model" and state["state"] == "open"
+
+
+async def test_a_tool_that_fails_transiently_is_retried_under_the_same_key(db_path: Path) -> None:
+    keys: list[str] = []
+
+    @tool(effect="write", retry=FAST)
+    async def charge(amount: int, ctx: ToolContext) -> str:
+        """Charge a card."""
+        keys.append(ctx.idempotency_key)
+        await ctx.record_effect("charge", {"amount": amount})
+        if len(keys) < 3:
+            raise ConnectionError("card network reset the connection")
+        return "charged"
+
+    agent = Agent("pay", model=ScriptedModel([call("charge", amount=5), say("paid")]),
+                  tools=[charge])
+    async with Orchestrion(f"sqlite:///{db_path}", agents=[agent]) as orx:
+        result = await orx.send("pay", "pay")
+        assert result.status == "succeeded"
+        assert len(keys) == 3 and len(set(keys)) == 1
+        assert len(await orx.store.list_effects(kind="charge")) == 1
+        types = await event_types(orx, result.run_id)
+        assert types.count("retry.wait") == 2
+
+
+async def test_a_plain_tool_exception_is_not_retried(db_path: Path) -> None:
+    attempts: list[int] = []
+
+    @tool(retry=FAST)
+    async def parse(text: str) -> str:
+        """Parse."""
+        attempts.append(1)
+        raise ValueError("cannot parse that")
+
+    agent = Agent("p", model=ScriptedModel([call("parse", text="x"), say("gave up")]),
+                  tools=[parse])
+    async with Orchestrion(f"sqlite:///{db_path}", agents=[agent]) as orx:
+        result = await orx.send("p", "parse", conversation="c")
+        assert result.status == "succeeded" and len(attempts) == 1
+        tool_message = next(m for m in await orx.history("c") if m.role == "tool")
+        assert tool_message.is_error and "cannot parse that" in (tool_message.content or "")
+
+
+async def test_a_retry_after_beyond_the_deadline_gives_up_at_once(db_path: Path) -> None:
+    model = FlakyModel([RateLimited("later", status_code=429, retry_after=30)],
+                       ScriptedModel([say("unreachable")]))
+    agent = Agent("a", model=model, turn_timeout=2.0,
+                  retry=RetryPolicy(max_attempts=3, max_retry_after=60))
+    async with Orchestrion(f"sqlite:///{db_path}", agents=[agent]) as orx:
+        started = time.monotonic()
+        result = await orx.send("a", "hi")
+        assert time.monotonic() - started < 2.0  # it did not sleep until the deadline
+        assert result.status == "failed" and model.calls == 1
+        assert result.error is not None and result.error["type"] == "DeadlineExceeded"
+
+
+def test_breakers_command_lists_the_open_breaker(db_path: Path) -> None:
+    import asyncio
+
+    async def trip() -> None:
+        down = FlakyModel([ProviderUnavailable("down", status_code=503)] * 100,
+                          ScriptedModel([say("x")]), name="cli-model")
+        agent = Agent("a", model=down, retry=RetryPolicy(max_attempts=1))
+        async with Orchestrion(f"sqlite:///{db_path}", agents=[agent],
+                               breaker_settings={"minimum_calls": 2}) as orx:
+            for i in range(3):
+                await orx.send("a", f"t{i}")
+
+    asyncio.run(trip())
+    cli = str(Path(sys.executable).parent / "orchestrion")
+    out = subprocess.run([cli, "--store", f"sqlite:///{db_path}", "breakers", "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert '"model:cli-model"' in out.stdout and '"open"' in out.stdout
