@@ -178,3 +178,65 @@ def test_breakers_command_lists_the_open_breaker(db_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert '"model:cli-model"' in out.stdout and '"open"' in out.stdout
+
+
+async def test_the_cached_answer_serves_a_request_when_the_model_is_down(db_path: Path) -> None:
+    healthy = ScriptedModel([say("the cached forecast")], name="cachey")
+    agent = Agent("a", model=healthy, cache_answers=True, retry=RetryPolicy(max_attempts=1))
+    async with Orchestrion(f"sqlite:///{db_path}", agents=[agent]) as orx:
+        first = await orx.send("a", "forecast?", conversation="c1")
+        assert first.answer == "the cached forecast"
+        agent.model = FlakyModel([ProviderUnavailable("down", status_code=503)] * 5,
+                                 ScriptedModel([say("x")]), name="cachey")
+        again = await orx.send("a", "forecast?", conversation="c2")  # same request, new thread
+        assert again.status == "succeeded" and again.answer == "the cached forecast"
+        used = [e for e in await orx.store.read_events(again.run_id) if e.type == "fallback.used"]
+        assert used and used[0].attributes["option"] == "cached answer"
+        different = await orx.send("a", "something else?", conversation="c3")
+        assert different.status == "failed"  # no cached answer for another request
+
+
+async def test_a_classifier_override_retries_what_the_defaults_would_not(db_path: Path) -> None:
+    from orchestrion.resilience.classify import Classifier
+
+    model = FlakyModel([BadRequest("flaky gateway says 400", status_code=400)],
+                       ScriptedModel([say("second time lucky")]))
+    agent = Agent("a", model=model, retry=FAST,
+                  classifier=Classifier(retry_on=(BadRequest,)))
+    async with Orchestrion(f"sqlite:///{db_path}", agents=[agent]) as orx:
+        result = await orx.send("a", "hi")
+        assert result.status == "succeeded" and model.calls == 2
+
+
+async def test_hedging_cancels_the_slow_request(db_path: Path) -> None:
+    import asyncio
+
+    from orchestrion import HedgePolicy
+
+    class SlowFirst:
+        name = "hedged"
+
+        def __init__(self) -> None:
+            self.started = 0
+            self.cancelled = 0
+            self.inner = ScriptedModel([say("fast answer")])
+
+        async def stream(self, request: ModelRequest) -> AsyncIterator[ModelDelta]:
+            self.started += 1
+            if self.started == 1:
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    self.cancelled += 1
+                    raise
+            async for delta in self.inner.stream(request):
+                yield delta
+
+    model = SlowFirst()
+    agent = Agent("h", model=model, hedge=HedgePolicy(delay=0.05))
+    async with Orchestrion(f"sqlite:///{db_path}", agents=[agent]) as orx:
+        result = await orx.send("h", "hi")
+        assert result.status == "succeeded" and result.answer == "fast answer"
+        assert model.started == 2 and model.cancelled == 1
+        types = await event_types(orx, result.run_id)
+        assert "hedge.fired" in types and "hedge.won" in types

@@ -899,6 +899,19 @@ class StoreConformance:
             ("tool:x", {"state": "open"}, 1),
         ]
 
+    # ---- cached answers -----------------------------------------------------------------
+
+    async def test_cache_put_get_replace_and_prune(self, store: Store) -> None:
+        assert await store.cache_get("model:m:abc") is None
+        await store.cache_put("model:m:abc", {"answer": "first"})
+        await store.cache_put("model:m:def", {"answer": "other"})
+        assert await store.cache_get("model:m:abc") == {"answer": "first"}
+        await store.cache_put("model:m:abc", {"answer": "second"})
+        assert await store.cache_get("model:m:abc") == {"answer": "second"}
+        assert await store.cache_prune(older_than=time.time() - 3600) == 0
+        assert await store.cache_prune(older_than=time.time() + 1) == 2
+        assert await store.cache_get("model:m:abc") is None
+
     # ---- journaled retry attempts -------------------------------------------------------
 
     async def test_attempt_state_round_trips_and_is_replaced_per_step(self, store: Store) -> None:

@@ -24,6 +24,7 @@ from orchestrion.models.messages import (
     Usage,
 )
 from orchestrion.observe.events import RunEmitter
+from orchestrion.resilience.classify import DEFAULT_CLASSIFIER, Classifier
 from orchestrion.resilience.hedge import HedgePolicy
 from orchestrion.resilience.retry import RetryPolicy
 from orchestrion.resilience.shared import BreakerRegistry
@@ -61,6 +62,10 @@ class Agent:
     model_timeout: float | None = 120.0
     hedge: HedgePolicy | None = None
     fallback_models: Sequence[Model] = ()
+    # Keep the last good answer per request; serve it when the model and its fallbacks fail.
+    cache_answers: bool = False
+    # Which failures are retried (by exception type, predicate, or result).
+    classifier: Classifier = DEFAULT_CLASSIFIER
     # How malformed tool arguments are re-asked, and what happens when re-asks run out.
     argument_policy: ArgumentPolicy = field(default_factory=ArgumentPolicy)
     # A pydantic model the final answer must match (validated through the same pipeline).

@@ -9,6 +9,7 @@ the middle of a backoff resumes with the count intact.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -28,9 +29,10 @@ from orchestrion.models.messages import (
 from orchestrion.observe.events import RunEmitter
 from orchestrion.resilience.deadline import timeout as step_timeout
 from orchestrion.resilience.errors import BreakerOpen
-from orchestrion.resilience.fallback import FallbackChain, alternative
+from orchestrion.resilience.fallback import Fallback, FallbackChain, alternative, cached
 from orchestrion.resilience.pipeline import Attempt
 from orchestrion.resilience.shared import StepAttemptJournal
+from orchestrion.store.base import Store
 from orchestrion.tools.arguments import ArgumentResult
 from orchestrion.tools.context import ToolContext
 from orchestrion.tools.registry import Tool, render_result
@@ -122,27 +124,34 @@ def model_call(ctx: TurnContext, request: ModelRequest) -> Callable[[StepInfo], 
                 retry=agent.retry,
                 timeout=agent.model_timeout,
                 hedge=agent.hedge,
+                classifier=agent.classifier,
                 on_event=sink,
             )
 
+        store = ctx.journal.store
+        cache_key = _cache_key(agent.model, request) if agent.cache_answers else None
         primary = pipeline_for(agent.model)
-        chain: FallbackChain[ModelResponse] | None = None
-        if agent.fallback_models:
-            chain = FallbackChain(
-                *(
-                    alternative(_bind(pipeline_for(m), attempt_on(m)), name=f"model:{m.name}")
-                    for m in agent.fallback_models
-                ),
-                name=f"fallback:{agent.model.name}",
-                handles=_not_fatal,
-                on_event=sink,
+        options: list[Fallback[ModelResponse]] = [
+            alternative(_bind(pipeline_for(m), attempt_on(m)), name=f"model:{m.name}")
+            for m in agent.fallback_models
+        ]
+        if cache_key is not None:
+            options.append(cached(_cache_lookup(store, cache_key), name="cached answer"))
+        chain = (
+            FallbackChain(
+                *options, name=f"fallback:{agent.model.name}", handles=_not_fatal, on_event=sink
             )
+            if options
+            else None
+        )
         journal = StepAttemptJournal(
-            ctx.journal.store, ctx.journal.lease, ctx.run_id, info.seq, pipeline=primary.name
+            store, ctx.journal.lease, ctx.run_id, info.seq, pipeline=primary.name
         )
         response: ModelResponse = await primary.call(
             attempt_on(agent.model), journal=journal, fallback=chain
         )
+        if cache_key is not None and response.finish_reason in ("stop", "tool_calls"):
+            await store.cache_put(cache_key, response.model_dump(mode="json"))
         text = response.message.content or ""
         if "".join(streamed) != text:  # a hedge or a fallback won: stream its text instead
             emitter.ephemeral("text.reset", {"attempt": 0}, parent_span_id=info.span_id)
@@ -165,6 +174,20 @@ def model_call(ctx: TurnContext, request: ModelRequest) -> Callable[[StepInfo], 
         return response.model_dump(mode="json")
 
     return call
+
+
+def _cache_key(model: Model, request: ModelRequest) -> str:
+    """The same request to the same model (the deadline aside) gets the same key."""
+    body = request.model_dump_json(exclude={"deadline"})
+    return f"model:{model.name}:{hashlib.sha256(body.encode()).hexdigest()}"
+
+
+def _cache_lookup(store: Store, key: str) -> Callable[[], Awaitable[ModelResponse | None]]:
+    async def lookup() -> ModelResponse | None:
+        value = await store.cache_get(key)
+        return None if value is None else ModelResponse.model_validate(value)
+
+    return lookup
 
 
 def _bind(
@@ -235,6 +258,7 @@ async def _execute_tool(
         retry=tool.retry,
         timeout=tool.timeout,
         breaker=tool.breaker,
+        classifier=tool.classifier,
         on_event=run_sink(ctx.emitter, info.span_id),
     )
     journal = StepAttemptJournal(

@@ -321,3 +321,17 @@ class Store(abc.ABC):
         """Replace the retry state of step (lease.run_id, seq) with `state` (fenced: a stale
         lease, or a run that is no longer running, raises LeaseLost and writes nothing).
         The state is kept until the run's conversation is purged."""
+
+    # ---- cached answers ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def cache_get(self, key: str) -> dict[str, Any] | None:
+        """The value last stored under `key`, or None."""
+
+    @abc.abstractmethod
+    async def cache_put(self, key: str, value: dict[str, Any]) -> None:
+        """Store `value` under `key`, replacing what was there."""
+
+    @abc.abstractmethod
+    async def cache_prune(self, *, older_than: float) -> int:
+        """Delete entries last written before `older_than`; returns how many."""

@@ -119,4 +119,13 @@ SQLITE_MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID;
     """,
+    # 3: last good model answers by request, the "cached answer" fallback of a model
+    """
+    CREATE TABLE response_cache (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX response_cache_by_age ON response_cache (updated_at);
+    """,
 ]

@@ -867,3 +867,28 @@ class SQLiteStore(Store):
             )
 
         await self._write(tx)
+
+    # ---- cached answers ---------------------------------------------------------------
+
+    async def cache_get(self, key: str) -> dict[str, Any] | None:
+        rows = await self._read("SELECT value FROM response_cache WHERE key = ?", (key,))
+        return _loads(rows[0][0]) if rows else None
+
+    async def cache_put(self, key: str, value: dict[str, Any]) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO response_cache (key, value, updated_at) VALUES (?,?,?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (key, _dumps(value), time.time()),
+            )
+
+        await self._write(tx)
+
+    async def cache_prune(self, *, older_than: float) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM response_cache WHERE updated_at < ?", (older_than,)
+            ).rowcount
+
+        return await self._write(tx)

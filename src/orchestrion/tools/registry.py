@@ -13,6 +13,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, create_model
 
 from orchestrion.models.messages import ToolSpec
+from orchestrion.resilience.classify import DEFAULT_CLASSIFIER, Classifier
 from orchestrion.resilience.retry import RetryPolicy
 from orchestrion.tools.context import ToolContext
 
@@ -43,8 +44,10 @@ class Tool:
         retry: RetryPolicy | None = DEFAULT_TOOL_RETRY,
         breaker: bool = True,
         step_timeout: float | None = None,
+        classifier: Classifier = DEFAULT_CLASSIFIER,
     ) -> None:
         self.fn = fn
+        self.classifier = classifier
         self.name = name or fn.__name__
         self.description = (description or inspect.getdoc(fn) or "").strip()
         self.effect: Effect = effect
@@ -113,6 +116,7 @@ def tool(
     retry: RetryPolicy | None = DEFAULT_TOOL_RETRY,
     breaker: bool = True,
     step_timeout: float | None = None,
+    classifier: Classifier = DEFAULT_CLASSIFIER,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -127,6 +131,7 @@ def tool(
     retry: RetryPolicy | None = DEFAULT_TOOL_RETRY,
     breaker: bool = True,
     step_timeout: float | None = None,
+    classifier: Classifier = DEFAULT_CLASSIFIER,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Decorator: turn a typed function into a Tool (`@tool` or `@tool(effect="write")`)."""
 
@@ -140,6 +145,7 @@ def tool(
             retry=retry,
             breaker=breaker,
             step_timeout=step_timeout,
+            classifier=classifier,
         )
 
     return wrap(fn) if fn is not None else wrap
