@@ -27,18 +27,22 @@ def default_store_url() -> str:
 
 def open_store(url: str | None = None, *, durability: Durability = "normal") -> Store:
     """Make a store from a URL (not yet opened): `sqlite:///relative.db`,
-    `sqlite:////absolute/path.db`. A bare path is taken as a SQLite file."""
+    `sqlite:////absolute/path.db`, or `postgresql://user@host:port/db?schema=NAME` (schema
+    default "orchestrion"). A bare path is taken as a SQLite file."""
     url = url or default_store_url()
     if url.startswith("sqlite:///"):
         return SQLiteStore(url.removeprefix("sqlite:///"), durability=durability)
     if url.startswith(("postgresql://", "postgres://")):
-        from orchestrion.errors import StoreError
+        from orchestrion.store.postgres import PostgresStore
 
-        raise StoreError("the PostgreSQL backend is not built yet; use a sqlite:/// URL for now")
+        return PostgresStore(url)
     if "://" in url:
         from orchestrion.errors import StoreError
 
-        raise StoreError(f"unknown store URL {url!r}: expected sqlite:///path/to/file.db")
+        raise StoreError(
+            f"unknown store URL {url!r}: expected sqlite:///path/to/file.db "
+            "or postgresql://user@host:port/db?schema=NAME"
+        )
     return SQLiteStore(url, durability=durability)
 
 

@@ -8,6 +8,7 @@ single conformance suite (tests/store/conformance.py) runs against every backend
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -154,6 +155,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def schema_version(self) -> int: ...
+
+    # ---- wake-ups (optional) ----------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Return when new work may be claimable (a run was queued, released or ended),
+        or after `timeout` seconds at the latest. Spurious returns are allowed: callers
+        always look at the store afterwards. Default: just sleep (polling)."""
+        await asyncio.sleep(timeout)
+
+    async def notify_work(self) -> None:  # noqa: B027
+        """Wake the workers waiting in `wait_for_work` (of every process on this store).
+        Default: nothing (they poll)."""
 
     # ---- conversations ----------------------------------------------------------------
 

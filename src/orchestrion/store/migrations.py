@@ -129,3 +129,131 @@ SQLITE_MIGRATIONS: list[str] = [
     CREATE INDEX response_cache_by_age ON response_cache (updated_at);
     """,
 ]
+
+# PostgreSQL: the same versions as SQLite's list (migration N here brings the same tables
+# to the same version N), so `schema_version()` means the same thing on both backends.
+# Everything lives in one PostgreSQL schema (search_path points at it); the `meta` table
+# marks the schema as an orchestrion store and holds its version. Timestamps are double
+# precision (exact float round trips), JSON is text (stored exactly as written).
+POSTGRES_MIGRATIONS: list[str] = [
+    # 1: the core model
+    """
+    CREATE TABLE conversations (
+        id            TEXT PRIMARY KEY,
+        tenant        TEXT NOT NULL,
+        agent         TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        version       BIGINT NOT NULL DEFAULT 0,
+        message_count BIGINT NOT NULL DEFAULT 0,
+        ttl_seconds   DOUBLE PRECISION NOT NULL,
+        created_at    DOUBLE PRECISION NOT NULL,
+        updated_at    DOUBLE PRECISION NOT NULL,
+        expires_at    DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX conversations_by_expiry ON conversations (expires_at);
+
+    CREATE TABLE messages (
+        conversation_id TEXT NOT NULL,
+        idx             BIGINT NOT NULL,
+        run_id          TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, idx)
+    );
+
+    -- Global queue order. Positions are taken while the conversation row is locked, so
+    -- within one conversation they commit in increasing order.
+    CREATE SEQUENCE run_positions;
+
+    CREATE TABLE runs (
+        id               TEXT PRIMARY KEY,
+        conversation_id  TEXT NOT NULL,
+        tenant           TEXT NOT NULL,
+        agent            TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        input            TEXT NOT NULL,
+        result           TEXT,
+        error            TEXT,
+        owner            TEXT,
+        epoch            BIGINT NOT NULL DEFAULT 0,
+        lease_expires_at DOUBLE PRECISION,
+        trace_id         TEXT NOT NULL,
+        deadline_at      DOUBLE PRECISION,
+        cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+        position         BIGINT NOT NULL,
+        created_at       DOUBLE PRECISION NOT NULL,
+        started_at       DOUBLE PRECISION,
+        finished_at      DOUBLE PRECISION
+    );
+    -- dequeueing and recovery by status in queue order (the lease expiry is left out of
+    -- the index on purpose: renewing a lease is then a HOT update)
+    CREATE INDEX runs_by_status ON runs (status, position);
+    CREATE INDEX runs_by_conversation ON runs (conversation_id, position);
+
+    CREATE TABLE steps (
+        run_id          TEXT NOT NULL,
+        seq             BIGINT NOT NULL,
+        name            TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        result          TEXT,
+        error           TEXT,
+        idempotency_key TEXT NOT NULL,
+        started_at      DOUBLE PRECISION NOT NULL,
+        finished_at     DOUBLE PRECISION NOT NULL,
+        epoch           BIGINT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+
+    CREATE TABLE events (
+        run_id         TEXT NOT NULL,
+        seq            BIGINT NOT NULL,
+        type           TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        trace_id       TEXT NOT NULL,
+        span_id        TEXT NOT NULL,
+        parent_span_id TEXT,
+        start          DOUBLE PRECISION NOT NULL,
+        "end"          DOUBLE PRECISION,
+        latency_ms     DOUBLE PRECISION,
+        status         TEXT,
+        attributes     TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+
+    CREATE TABLE effects (
+        idempotency_key TEXT PRIMARY KEY,
+        kind            TEXT NOT NULL,
+        run_id          TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        tenant          TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        created_at      DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX effects_by_conversation ON effects (conversation_id);
+
+    CREATE TABLE breakers (
+        name       TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        version    BIGINT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    """,
+    # 2: the retry state of steps in flight
+    """
+    CREATE TABLE attempts (
+        run_id     TEXT NOT NULL,
+        seq        BIGINT NOT NULL,
+        state      TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    """,
+    # 3: last good model answers by request (the "cached answer" fallback)
+    """
+    CREATE TABLE response_cache (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX response_cache_by_age ON response_cache (updated_at);
+    """,
+]

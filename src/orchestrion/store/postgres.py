@@ -1,0 +1,1172 @@
+"""The PostgreSQL backend: one database shared by a fleet of worker processes.
+
+PostgreSQL is the coordination engine; there is no consensus of our own:
+
+- Every operation is one transaction (most hot ones are one statement, so one round
+  trip): fencing is a row lock plus an epoch check on the run inside that transaction, so
+  a write of a worker whose lease was taken over is refused (LeaseLost), never applied.
+- Claims take the run row with `FOR NO KEY UPDATE SKIP LOCKED`: workers racing for one
+  run do not queue behind each other; the loser moves on to the next candidate.
+- One active run per conversation: runs are queued while the conversation row is locked,
+  so their positions commit in order, and a queued run is claimable only when nothing
+  queued or running is ahead of it in its conversation.
+- LISTEN/NOTIFY wakes idle workers when a run is queued, released or ends; polling stays
+  as the fallback (a notification lost while the listener reconnects costs one poll).
+- A dropped connection (server restart, `pg_terminate_backend`) is retried with backoff
+  on a fresh connection for up to `reconnect_patience` seconds. A write interrupted by a
+  dropped connection may or may not have committed; every write is idempotent or fenced,
+  and the retry first checks whether the interrupted attempt landed (e.g. a step already
+  recorded with identical content counts as success).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+import pydantic_core
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool, PoolClosed
+
+from orchestrion.errors import (
+    ConversationBusy,
+    LeaseLost,
+    NotAnOrchestrionStore,
+    NotFound,
+    SchemaTooNew,
+    StoreBusy,
+    StoreConflict,
+    StoreError,
+)
+from orchestrion.store.base import (
+    BusyPolicy,
+    ConversationRecord,
+    EffectRecord,
+    EventRecord,
+    Lease,
+    PurgeReport,
+    RunCompletion,
+    RunRecord,
+    StepRecord,
+    Store,
+)
+from orchestrion.store.migrations import POSTGRES_MIGRATIONS
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+DEFAULT_SCHEMA = "orchestrion"
+APPLICATION = "orchestrion"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,49}$")
+# SQLSTATEs after which the transaction certainly rolled back and can simply run again.
+_RETRY_STATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+# SQLSTATEs of a connection that went away (admin shutdown, crash, server starting up).
+_GONE_STATES = {"57P01", "57P02", "57P03"}
+
+
+def _dumps(value: Any) -> str:
+    return pydantic_core.to_json(value).decode()
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else pydantic_core.from_json(text)
+
+
+def parse_postgres_url(url: str) -> tuple[str, str, str]:
+    """(libpq conninfo without our own parameters, schema name, "host:port" for messages)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = DEFAULT_SCHEMA
+    kept: list[tuple[str, str]] = []
+    for key, value in query:
+        if key == "schema":
+            schema = value
+        else:
+            kept.append((key, value))
+    if not _SCHEMA_NAME.match(schema):
+        raise StoreError(
+            f"invalid schema name {schema!r} in the store URL: use lowercase letters, digits "
+            "and underscores (at most 50), starting with a letter or underscore"
+        )
+    scheme = "postgresql" if parts.scheme == "postgres" else parts.scheme
+    conninfo = urlunsplit((scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise StoreError(f"invalid PostgreSQL URL {url!r}: {exc}") from None
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    port = str(params.get("port") or 5432)
+    return conninfo, schema, f"{host}:{port}"
+
+
+_RUN_COLUMNS = (
+    "id, conversation_id, tenant, agent, status, input, trace_id, created_at, position, "
+    "result, error, owner, epoch, lease_expires_at, deadline_at, cancel_requested, "
+    "started_at, finished_at"
+)
+_CONVERSATION_COLUMNS = (
+    "id, tenant, agent, state, version, message_count, ttl_seconds, created_at, updated_at, "
+    "expires_at"
+)
+_EVENT_COLUMNS = (
+    'run_id, seq, type, name, trace_id, span_id, parent_span_id, start, "end", latency_ms, '
+    "status, attributes"
+)
+_STEP_COLUMNS = (
+    "run_id, seq, name, status, result, error, idempotency_key, started_at, finished_at, epoch"
+)
+# Events of any count in one statement: one array parameter per column.
+_EVENTS_UNNEST = (
+    "unnest(%(e_run)s::text[], %(e_seq)s::bigint[], %(e_type)s::text[], %(e_name)s::text[], "
+    "%(e_trace)s::text[], %(e_span)s::text[], %(e_parent)s::text[], %(e_start)s::float8[], "
+    "%(e_end)s::float8[], %(e_latency)s::float8[], %(e_status)s::text[], "
+    "%(e_attributes)s::text[])"
+)
+_EVENTS_FROM = f"{_EVENTS_UNNEST} AS e({_EVENT_COLUMNS})"
+_FENCE_LOCK = (
+    "SELECT id FROM runs WHERE id = %(run_id)s AND epoch = %(epoch)s AND status = 'running' "
+    "FOR NO KEY UPDATE"
+)
+
+
+def _opt_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _event_params(events: Iterable[EventRecord]) -> dict[str, list[Any]]:
+    events = list(events)
+    return {
+        "e_run": [e.run_id for e in events],
+        "e_seq": [int(e.seq) for e in events],
+        "e_type": [e.type for e in events],
+        "e_name": [e.name for e in events],
+        "e_trace": [e.trace_id for e in events],
+        "e_span": [e.span_id for e in events],
+        "e_parent": [e.parent_span_id for e in events],
+        "e_start": [float(e.start) for e in events],
+        "e_end": [_opt_float(e.end) for e in events],
+        "e_latency": [_opt_float(e.latency_ms) for e in events],
+        "e_status": [e.status for e in events],
+        "e_attributes": [_dumps(e.attributes) for e in events],
+    }
+
+
+def _run(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        id=row[0],
+        conversation_id=row[1],
+        tenant=row[2],
+        agent=row[3],
+        status=row[4],
+        input=_loads(row[5]),
+        trace_id=row[6],
+        created_at=row[7],
+        position=row[8],
+        result=_loads(row[9]),
+        error=_loads(row[10]),
+        owner=row[11],
+        epoch=row[12],
+        lease_expires_at=row[13],
+        deadline_at=row[14],
+        cancel_requested=bool(row[15]),
+        started_at=row[16],
+        finished_at=row[17],
+    )
+
+
+def _conversation(row: tuple[Any, ...]) -> ConversationRecord:
+    return ConversationRecord(*row)
+
+
+def _event(row: tuple[Any, ...]) -> EventRecord:
+    return EventRecord(
+        run_id=row[0],
+        seq=row[1],
+        type=row[2],
+        name=row[3],
+        trace_id=row[4],
+        span_id=row[5],
+        parent_span_id=row[6],
+        start=row[7],
+        end=row[8],
+        latency_ms=row[9],
+        status=row[10],
+        attributes=_loads(row[11]),
+    )
+
+
+def _lease_lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(
+        f"run {lease.run_id}: lease epoch {lease.epoch} is no longer current "
+        "(another worker took the run over); this write was refused"
+    )
+
+
+def _connection_gone(exc: psycopg.OperationalError) -> bool:
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _GONE_STATES
+
+
+class PostgresStore(Store):
+    """A store in one PostgreSQL schema. URL: postgresql://user@host:port/db?schema=NAME."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        connect_timeout: float = 5.0,
+        reconnect_patience: float = 60.0,
+    ) -> None:
+        self.url = url
+        self._conninfo, self.schema, self.where = parse_postgres_url(url)
+        self.min_connections = min_connections
+        self.max_connections = max(min_connections, max_connections)
+        self.connect_timeout = connect_timeout
+        self.reconnect_patience = reconnect_patience
+        self.channel = f"orchestrion_{self.schema}"
+        # Named after the schema, so an operator can see (and end) a store's connections.
+        self.application_name = f"orchestrion/{self.schema}"
+        self._extra: dict[str, Any] = {}
+        if "application_name" not in conninfo_to_dict(self._conninfo):
+            self._extra["application_name"] = self.application_name
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._work: asyncio.Event | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def _unreachable(self, exc: BaseException) -> StoreError:
+        return StoreError(
+            f"cannot connect to PostgreSQL at {self.where} ({str(exc).strip()}). Is the server "
+            "running and the URL right? Start it (e.g. `pg_ctlcluster <version> main start`, "
+            "`systemctl start postgresql`, or `docker run -p 5432:5432 -e "
+            "POSTGRES_HOST_AUTH_METHOD=trust postgres`), or fix --store "
+            "(postgresql://user@host:port/db?schema=NAME)."
+        )
+
+    async def _connect(self) -> Conn:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=max(1, int(self.connect_timeout)),
+                **self._extra,
+            )
+        except psycopg.OperationalError as exc:
+            raise self._unreachable(exc) from None
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        conn = await self._connect()
+        try:
+            await self._migrate(conn)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"PostgreSQL at {self.where}: cannot prepare the store: {exc}"
+            ) from exc
+        finally:
+            await conn.close()
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self._conninfo,
+            min_size=self.min_connections,
+            max_size=self.max_connections,
+            kwargs={
+                "autocommit": True,
+                "options": f"-c search_path={self.schema}",
+                **self._extra,
+            },
+            open=False,
+            timeout=self.connect_timeout,
+            name=f"orchestrion-{self.schema}",
+        )
+        try:
+            await pool.open(wait=True, timeout=self.connect_timeout)
+        except psycopg.OperationalError as exc:
+            await pool.close()
+            raise self._unreachable(exc) from None
+        self._pool = pool
+        self._work = asyncio.Event()
+
+    async def _inspect(self, conn: Conn) -> int | None:
+        """The store's version, or None for a missing or empty schema; raise if foreign."""
+        cur = await conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')",
+            (self.schema,),
+        )
+        names = {row[0] for row in await cur.fetchall()}
+        if not names:
+            return None
+        refusal = NotAnOrchestrionStore(
+            f"schema {self.schema!r} of the PostgreSQL database at {self.where} holds "
+            f"{len(names)} tables that are not an orchestrion store. It was left untouched; "
+            "choose another schema with ?schema=NAME in the store URL."
+        )
+        if "meta" not in names:
+            raise refusal
+        try:
+            async with conn.transaction():  # a savepoint: a foreign `meta` must not abort us
+                cur = await conn.execute(f'SELECT key, value FROM "{self.schema}".meta')
+                meta = {str(k): str(v) for k, v in await cur.fetchall()}
+        except psycopg.Error:
+            raise refusal from None
+        if meta.get("application") != APPLICATION or not meta.get("schema_version", "").isdigit():
+            raise refusal
+        version = int(meta["schema_version"])
+        if version > len(POSTGRES_MIGRATIONS):
+            raise SchemaTooNew(
+                f"schema {self.schema!r} at {self.where} has orchestrion schema version "
+                f"{version}, newer than this orchestrion supports ({len(POSTGRES_MIGRATIONS)}). "
+                "It was left untouched; upgrade orchestrion to use it."
+            )
+        return version
+
+    async def _migrate(self, conn: Conn) -> None:
+        # A cheap look first, without any lock: refusals never wait for anyone.
+        version = await self._inspect(conn)
+        if version == len(POSTGRES_MIGRATIONS):
+            return
+        schema = f'"{self.schema}"'
+        async with conn.transaction():
+            # Several processes may open a new store at once: one migrates, the others wait.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"orchestrion:{self.schema}",)
+            )
+            version = await self._inspect(conn)
+            if version is None:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                await conn.execute(
+                    f"CREATE TABLE {schema}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                )
+                await conn.execute(
+                    f"INSERT INTO {schema}.meta (key, value) VALUES "
+                    "('application', %s), ('schema_version', '0')",
+                    (APPLICATION,),
+                )
+                version = 0
+            await conn.execute(f"SET LOCAL search_path = {schema}")
+            for number in range(version + 1, len(POSTGRES_MIGRATIONS) + 1):
+                for statement in POSTGRES_MIGRATIONS[number - 1].split(";"):
+                    code = "\n".join(
+                        line for line in statement.splitlines() if not line.strip().startswith("--")
+                    )
+                    if code.strip():
+                        await conn.execute(code.encode())
+                await conn.execute(
+                    "UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(number),)
+                )
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Conn]:
+        if self._pool is None:
+            raise StoreError(
+                "the store is not open (use `async with store:` or `await store.open()`)"
+            )
+        return self._pool
+
+    async def schema_version(self) -> int:
+        rows = await self._fetch("SELECT value FROM meta WHERE key = 'schema_version'")
+        return int(rows[0][0])
+
+    # ---- transactions -----------------------------------------------------------------
+
+    async def _tx(self, fn: Callable[[Conn, bool], Awaitable[T]], *, transaction: bool = True) -> T:
+        """Run `fn(conn, ambiguous)` in one transaction (or, with transaction=False, as the
+        single autocommitted statement it issues), retrying what is safe to retry:
+
+        - serialization failures and deadlocks (rolled back for certain);
+        - a connection that went away (with backoff, for up to reconnect_patience). Then
+          the attempt may have committed before the connection dropped: the next call
+          gets `ambiguous=True` and must first check whether its write already landed.
+        """
+        deadline = time.monotonic() + self.reconnect_patience
+        delay = 0.01
+        ambiguous = False
+        while True:
+            pool = self.pool
+            try:
+                async with pool.connection() as conn:
+                    if not transaction:
+                        return await fn(conn, ambiguous)
+                    async with conn.transaction():
+                        return await fn(conn, ambiguous)
+            except psycopg.errors.IntegrityError as exc:
+                raise StoreConflict(f"PostgreSQL at {self.where}: write refused: {exc}") from exc
+            except PoolClosed:
+                raise StoreError("the store was closed while an operation was waiting") from None
+            except psycopg.OperationalError as exc:
+                if exc.sqlstate in _RETRY_STATES:
+                    problem = "conflicting transactions"
+                elif _connection_gone(exc):
+                    problem = "the connection was lost"
+                    ambiguous = True
+                    with contextlib.suppress(Exception):
+                        await pool.check()  # drop the other dead connections at once
+                else:
+                    raise StoreError(f"PostgreSQL at {self.where}: {exc}") from exc
+                if time.monotonic() > deadline:
+                    error = StoreBusy if problem == "conflicting transactions" else StoreError
+                    raise error(
+                        f"PostgreSQL at {self.where}: gave up after {self.reconnect_patience:.0f}s "
+                        f"of retries ({problem}: {str(exc).strip()})"
+                    ) from exc
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 1.0)
+            except psycopg.Error as exc:
+                raise StoreError(f"PostgreSQL at {self.where}: {exc}") from exc
+
+    async def _fetch(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        async def go(conn: Conn, _ambiguous: bool) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchall()
+
+        return await self._tx(go, transaction=False)
+
+    async def _fence(self, conn: Conn, lease: Lease) -> None:
+        cur = await conn.execute(_FENCE_LOCK, {"run_id": lease.run_id, "epoch": lease.epoch})
+        if await cur.fetchone() is None:
+            raise _lease_lost(lease)
+
+    async def _insert_events(self, conn: Conn, events: list[EventRecord]) -> None:
+        if events:
+            await conn.execute(
+                f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT * FROM {_EVENTS_FROM}",
+                _event_params(events),
+            )
+
+    async def _notify(self, conn: Conn) -> None:
+        """Delivered to every listener when the surrounding transaction commits."""
+        await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+
+    # ---- wake-ups ---------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Keep one LISTEN connection; every notification (and every reconnect, since
+        notifications may have been missed meanwhile) wakes `wait_for_work`."""
+        delay = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=5, **self._extra
+                )
+                async with conn:
+                    await conn.execute(f'LISTEN "{self.channel}"')
+                    delay = 0.1
+                    if self._work is not None:
+                        self._work.set()
+                    async for _ in conn.notifies():
+                        if self._work is not None:
+                            self._work.set()
+            except psycopg.Error:
+                pass
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 5.0)
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109
+        work = self._work
+        if self._pool is None or work is None:
+            await asyncio.sleep(timeout)
+            return
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="orchestrion-listen")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(work.wait(), timeout)
+        work.clear()
+
+    async def notify_work(self) -> None:
+        async def go(conn: Conn, _ambiguous: bool) -> None:
+            await self._notify(conn)
+
+        await self._tx(go, transaction=False)
+
+    # ---- conversations ----------------------------------------------------------------
+
+    async def ensure_conversation(
+        self, conversation_id: str, *, tenant: str, agent: str, ttl_seconds: float, state: str
+    ) -> ConversationRecord:
+        now = time.time()
+
+        async def tx(conn: Conn, _ambiguous: bool) -> ConversationRecord:
+            await conn.execute(
+                "INSERT INTO conversations (id, tenant, agent, state, ttl_seconds, created_at, "
+                "updated_at, expires_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT (id) DO NOTHING",
+                (conversation_id, tenant, agent, state, ttl_seconds, now, now, now + ttl_seconds),
+            )
+            cur = await conn.execute(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
+                (conversation_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:  # purged between the two statements
+                raise psycopg.errors.SerializationFailure("conversation vanished; retry")
+            record = _conversation(row)
+            if record.tenant != tenant:
+                raise NotFound(f"conversation {conversation_id!r} not found")
+            return record
+
+        return await self._tx(tx)
+
+    async def get_conversation(
+        self, conversation_id: str, *, tenant: str | None = None
+    ) -> ConversationRecord:
+        rows = await self._fetch(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s", (conversation_id,)
+        )
+        if not rows or (tenant is not None and rows[0][1] != tenant):
+            raise NotFound(f"conversation {conversation_id!r} not found")
+        return _conversation(rows[0])
+
+    async def history(self, conversation_id: str) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT body FROM messages WHERE conversation_id = %s ORDER BY idx",
+            (conversation_id,),
+        )
+        return [_loads(r[0]) for r in rows]
+
+    async def set_conversation_state(
+        self,
+        lease: Lease,
+        conversation_id: str,
+        expected: str,
+        new: str,
+        events: list[EventRecord],
+    ) -> None:
+        async def tx(conn: Conn, ambiguous: bool) -> None:
+            await self._fence(conn, lease)
+            cur = await conn.execute(
+                "UPDATE conversations SET state = %s, updated_at = %s WHERE id = %s AND state = %s",
+                (new, time.time(), conversation_id, expected),
+            )
+            if cur.rowcount != 1:
+                if ambiguous and events and await self._events_exist(conn, events):
+                    return  # the interrupted attempt committed
+                raise StoreConflict(
+                    f"conversation {conversation_id!r} is no longer in state {expected} "
+                    "(changed concurrently)"
+                )
+            await self._insert_events(conn, events)
+
+        await self._tx(tx)
+
+    async def _events_exist(self, conn: Conn, events: list[EventRecord]) -> bool:
+        cur = await conn.execute(
+            "SELECT count(*) FROM events WHERE run_id = %s AND seq = ANY(%s) AND type = ANY(%s)",
+            (events[0].run_id, [e.seq for e in events], [e.type for e in events]),
+        )
+        row = await cur.fetchone()
+        return row is not None and int(row[0]) == len(events)
+
+    # ---- runs -------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        *,
+        run_id: str,
+        conversation_id: str,
+        tenant: str,
+        agent: str,
+        input: dict[str, Any],
+        trace_id: str,
+        deadline_at: float | None,
+        busy_policy: BusyPolicy,
+        event: EventRecord,
+    ) -> RunRecord:
+        now = time.time()
+
+        async def tx(conn: Conn, ambiguous: bool) -> RunRecord:
+            if ambiguous:
+                cur = await conn.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,)
+                )
+                row = await cur.fetchone()
+                if row is not None and row[1] == conversation_id:
+                    return _run(row)  # the interrupted attempt committed
+            # The conversation row lock orders the runs of one conversation: their
+            # positions are taken (and committed) one after another.
+            cur = await conn.execute(
+                "SELECT tenant FROM conversations WHERE id = %s FOR NO KEY UPDATE",
+                (conversation_id,),
+            )
+            owner_tenant = await cur.fetchone()
+            if owner_tenant is None or owner_tenant[0] != tenant:
+                raise NotFound(f"conversation {conversation_id!r} not found")
+            if busy_policy == "reject":
+                cur = await conn.execute(
+                    "SELECT id FROM runs WHERE conversation_id = %s "
+                    "AND status IN ('queued','running') LIMIT 1",
+                    (conversation_id,),
+                )
+                active = await cur.fetchone()
+                if active is not None:
+                    raise ConversationBusy(
+                        f"conversation {conversation_id!r} already has an active run ({active[0]})"
+                    )
+            cur = await conn.execute(
+                "INSERT INTO runs (id, conversation_id, tenant, agent, status, input, trace_id, "
+                "deadline_at, position, created_at) "
+                "VALUES (%s,%s,%s,%s,'queued',%s,%s,%s,nextval('run_positions'),%s) "
+                "RETURNING position",
+                (run_id, conversation_id, tenant, agent, _dumps(input), trace_id, deadline_at, now),
+            )
+            position_row = await cur.fetchone()
+            assert position_row is not None
+            await self._insert_events(conn, [event])
+            await self._notify(conn)
+            return RunRecord(
+                id=run_id,
+                conversation_id=conversation_id,
+                tenant=tenant,
+                agent=agent,
+                status="queued",
+                input=input,
+                trace_id=trace_id,
+                created_at=now,
+                position=int(position_row[0]),
+                deadline_at=deadline_at,
+            )
+
+        return await self._tx(tx)
+
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
+        rows = await self._fetch(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,))
+        if not rows or (tenant is not None and rows[0][2] != tenant):
+            raise NotFound(f"run {run_id!r} not found")
+        return _run(rows[0])
+
+    async def list_runs(
+        self, *, conversation_id: str | None = None, tenant: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if conversation_id is not None:
+            where.append("conversation_id = %s")
+            params.append(conversation_id)
+        if tenant is not None:
+            where.append("tenant = %s")
+            params.append(tenant)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._fetch(
+            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY position DESC LIMIT %s",
+            (*params, limit),
+        )
+        return [_run(r) for r in rows]
+
+    async def claimable_runs(self, *, now: float, limit: int = 20) -> list[RunRecord]:
+        rows = await self._fetch(
+            f"""
+            SELECT {_RUN_COLUMNS} FROM runs r
+            WHERE r.status IN ('queued', 'running')
+              AND (r.status = 'running' OR NOT EXISTS (
+                    SELECT 1 FROM runs o WHERE o.conversation_id = r.conversation_id
+                    AND o.status IN ('queued', 'running') AND o.position < r.position))
+            ORDER BY r.position LIMIT %s
+            """,
+            (limit,),
+        )
+        return [_run(r) for r in rows]
+
+    async def claim(
+        self,
+        run_id: str,
+        *,
+        owner: str,
+        expected_epoch: int,
+        lease_seconds: float,
+        now: float,
+        turn_timeout: float | None = None,
+    ) -> Lease | None:
+        deadline = None if turn_timeout is None else now + turn_timeout
+
+        async def tx(conn: Conn, ambiguous: bool) -> Lease | None:
+            if ambiguous:
+                cur = await conn.execute(
+                    "SELECT status, epoch, owner FROM runs WHERE id = %s", (run_id,)
+                )
+                row = await cur.fetchone()
+                if row is not None and row == ("running", expected_epoch + 1, owner):
+                    return Lease(run_id=run_id, owner=owner, epoch=expected_epoch + 1)
+            # SKIP LOCKED: a run another worker is claiming (or writing to) right now is
+            # not waited for; this claim simply loses.
+            cur = await conn.execute(
+                "SELECT status, epoch, conversation_id, position FROM runs WHERE id = %s "
+                "FOR NO KEY UPDATE SKIP LOCKED",
+                (run_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                cur = await conn.execute("SELECT 1 FROM runs WHERE id = %s", (run_id,))
+                if await cur.fetchone() is None:
+                    raise NotFound(f"run {run_id!r} not found")
+                return None
+            status, epoch, conversation_id, position = row
+            if epoch != expected_epoch or status not in ("queued", "running"):
+                return None
+            if status == "queued":
+                cur = await conn.execute(
+                    "SELECT 1 FROM runs WHERE conversation_id = %s "
+                    "AND status IN ('queued','running') AND position < %s LIMIT 1",
+                    (conversation_id, position),
+                )
+                if await cur.fetchone() is not None:
+                    return None
+            await conn.execute(
+                "UPDATE runs SET status = 'running', owner = %s, epoch = epoch + 1, "
+                "lease_expires_at = %s, started_at = COALESCE(started_at, %s), "
+                "deadline_at = COALESCE(deadline_at, %s) WHERE id = %s",
+                (owner, now + lease_seconds, now, deadline, run_id),
+            )
+            return Lease(run_id=run_id, owner=owner, epoch=epoch + 1)
+
+        return await self._tx(tx)
+
+    async def renew_lease(self, lease: Lease, *, lease_seconds: float, now: float) -> bool:
+        async def go(conn: Conn, _ambiguous: bool) -> bool:
+            cur = await conn.execute(
+                "UPDATE runs SET lease_expires_at = %s "
+                "WHERE id = %s AND epoch = %s AND status = 'running' RETURNING cancel_requested",
+                (now + lease_seconds, lease.run_id, lease.epoch),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise _lease_lost(lease)
+            return bool(row[0])
+
+        return await self._tx(go, transaction=False)
+
+    async def release(self, lease: Lease) -> None:
+        async def go(conn: Conn, ambiguous: bool) -> None:
+            cur = await conn.execute(
+                "WITH released AS (UPDATE runs SET status = 'queued', owner = NULL, "
+                "lease_expires_at = NULL WHERE id = %s AND epoch = %s AND status = 'running' "
+                "RETURNING id) SELECT (SELECT count(*) FROM released), pg_notify(%s, '')",
+                (lease.run_id, lease.epoch, self.channel),
+            )
+            row = await cur.fetchone()
+            if row is not None and int(row[0]) == 1:
+                return
+            if ambiguous:
+                cur = await conn.execute(
+                    "SELECT 1 FROM runs WHERE id = %s AND epoch = %s AND status = 'queued'",
+                    (lease.run_id, lease.epoch),
+                )
+                if await cur.fetchone() is not None:
+                    return  # the interrupted attempt committed
+            raise _lease_lost(lease)
+
+        await self._tx(go, transaction=False)
+
+    async def request_cancel(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
+        now = time.time()
+
+        async def tx(conn: Conn, _ambiguous: bool) -> RunRecord:
+            cur = await conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = %s FOR NO KEY UPDATE", (run_id,)
+            )
+            row = await cur.fetchone()
+            if row is None or (tenant is not None and row[2] != tenant):
+                raise NotFound(f"run {run_id!r} not found")
+            run = _run(row)
+            if run.status == "queued":
+                await conn.execute(
+                    "UPDATE runs SET status = 'cancelled', finished_at = %s, "
+                    "cancel_requested = TRUE, error = %s WHERE id = %s",
+                    (
+                        now,
+                        _dumps({"type": "RunCancelled", "message": "cancelled before it started"}),
+                        run_id,
+                    ),
+                )
+                await self._notify(conn)  # the run behind it may now be claimable
+                run.status, run.finished_at, run.cancel_requested = "cancelled", now, True
+            elif run.status == "running":
+                await conn.execute(
+                    "UPDATE runs SET cancel_requested = TRUE WHERE id = %s", (run_id,)
+                )
+                run.cancel_requested = True
+            return run
+
+        return await self._tx(tx)
+
+    async def complete_run(self, lease: Lease, completion: RunCompletion, *, now: float) -> None:
+        async def tx(conn: Conn, ambiguous: bool) -> None:
+            if ambiguous:
+                cur = await conn.execute(
+                    "SELECT status, epoch FROM runs WHERE id = %s", (lease.run_id,)
+                )
+                if await cur.fetchone() == (completion.status, lease.epoch):
+                    return  # the interrupted attempt committed
+            cur = await conn.execute(
+                "UPDATE runs SET status = %s, result = %s, error = %s, finished_at = %s, "
+                "lease_expires_at = NULL WHERE id = %s AND epoch = %s AND status = 'running' "
+                "RETURNING conversation_id",
+                (
+                    completion.status,
+                    _dumps(completion.result),
+                    _dumps(completion.error),
+                    now,
+                    lease.run_id,
+                    lease.epoch,
+                ),
+            )
+            run_row = await cur.fetchone()
+            if run_row is None:
+                raise _lease_lost(lease)
+            conversation_id = run_row[0]
+            added = len(completion.new_messages)
+            cur = await conn.execute(
+                "UPDATE conversations SET state = %s, version = version + 1, "
+                "message_count = message_count + %s, updated_at = %s, "
+                "expires_at = %s + ttl_seconds WHERE id = %s RETURNING message_count - %s",
+                (completion.conversation_state, added, now, now, conversation_id, added),
+            )
+            count_row = await cur.fetchone()
+            if count_row is None:
+                raise StoreConflict(
+                    f"conversation {conversation_id!r} of run {lease.run_id} is gone"
+                )
+            count = int(count_row[0])
+            if added:
+                await conn.execute(
+                    "INSERT INTO messages (conversation_id, idx, run_id, body) "
+                    "SELECT %s, idx, %s, body "
+                    "FROM unnest(%s::bigint[], %s::text[]) AS m(idx, body)",
+                    (
+                        conversation_id,
+                        lease.run_id,
+                        [count + i for i in range(added)],
+                        [_dumps(m) for m in completion.new_messages],
+                    ),
+                )
+            await self._insert_events(conn, completion.events)
+            await self._notify(conn)  # the next run of the conversation is now claimable
+
+        await self._tx(tx)
+
+    # ---- journal ----------------------------------------------------------------------
+
+    async def load_steps(self, run_id: str) -> dict[int, StepRecord]:
+        rows = await self._fetch(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s", (run_id,))
+        return {r[1]: StepRecord(*r) for r in rows}
+
+    async def record_step(
+        self, lease: Lease, step: StepRecord, events: list[EventRecord], *, lease_seconds: float
+    ) -> None:
+        params: dict[str, Any] = {
+            "run_id": step.run_id,
+            "epoch": lease.epoch,
+            "lease_run": lease.run_id,
+            "lease_epoch": lease.epoch,
+            "before": step.finished_at + lease_seconds / 2,
+            "until": step.finished_at + lease_seconds,
+            "seq": step.seq,
+            "name": step.name,
+            "status": step.status,
+            "result": step.result,
+            "error": step.error,
+            "key": step.idempotency_key,
+            "started_at": float(step.started_at),
+            "finished_at": float(step.finished_at),
+            "step_epoch": step.epoch,
+            **_event_params(events),
+        }
+        # One statement, so one round trip: fence (lock the run row at this epoch, renewing
+        # the lease when less than half of it is left), insert the step and its events.
+        sql = f"""
+            WITH fence AS (
+                UPDATE runs SET lease_expires_at = CASE
+                    WHEN lease_expires_at IS NULL OR lease_expires_at < %(before)s
+                    THEN %(until)s ELSE lease_expires_at END
+                WHERE id = %(lease_run)s AND epoch = %(lease_epoch)s AND status = 'running'
+                RETURNING id
+            ), step AS (
+                INSERT INTO steps ({_STEP_COLUMNS})
+                SELECT %(run_id)s::text, %(seq)s::bigint, %(name)s::text, %(status)s::text,
+                       %(result)s::text, %(error)s::text, %(key)s::text,
+                       %(started_at)s::float8, %(finished_at)s::float8, %(step_epoch)s::bigint
+                FROM fence
+            ), ev AS (
+                INSERT INTO events ({_EVENT_COLUMNS}) SELECT e.* FROM fence, {_EVENTS_FROM}
+            )
+            SELECT count(*) FROM fence
+        """
+
+        async def go(conn: Conn, ambiguous: bool) -> None:
+            if ambiguous:
+                cur = await conn.execute(
+                    f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s AND seq = %s",
+                    (step.run_id, step.seq),
+                )
+                row = await cur.fetchone()
+                if row is not None and StepRecord(*row) == step:
+                    return  # the interrupted attempt committed this very step
+            cur = await conn.execute(sql, params)
+            row = await cur.fetchone()
+            if row is None or int(row[0]) != 1:
+                raise _lease_lost(lease)
+
+        await self._tx(go, transaction=False)
+
+    # ---- events -----------------------------------------------------------------------
+
+    async def append_events(self, lease: Lease, events: list[EventRecord]) -> None:
+        if not events:
+            return
+        params: dict[str, Any] = {
+            "run_id": lease.run_id,
+            "epoch": lease.epoch,
+            **_event_params(events),
+        }
+        sql = f"""
+            WITH fence AS ({_FENCE_LOCK}), ev AS (
+                INSERT INTO events ({_EVENT_COLUMNS}) SELECT e.* FROM fence, {_EVENTS_FROM}
+            )
+            SELECT count(*) FROM fence
+        """
+
+        async def go(conn: Conn, ambiguous: bool) -> None:
+            if ambiguous and await self._events_exist(conn, events):
+                return  # the interrupted attempt committed
+            cur = await conn.execute(sql, params)
+            row = await cur.fetchone()
+            if row is None or int(row[0]) != 1:
+                raise _lease_lost(lease)
+
+        await self._tx(go, transaction=False)
+
+    async def read_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
+        rows = await self._fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id = %s AND seq > %s ORDER BY seq",
+            (run_id, after_seq),
+        )
+        return [_event(r) for r in rows]
+
+    async def last_event_seq(self, run_id: str) -> int:
+        rows = await self._fetch(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = %s", (run_id,)
+        )
+        return int(rows[0][0])
+
+    # ---- side effects -----------------------------------------------------------------
+
+    async def record_effect(self, effect: EffectRecord) -> bool:
+        payload = _dumps(effect.payload)
+
+        async def go(conn: Conn, ambiguous: bool) -> bool:
+            if ambiguous:
+                cur = await conn.execute(
+                    "SELECT kind, run_id, payload, created_at FROM effects "
+                    "WHERE idempotency_key = %s",
+                    (effect.idempotency_key,),
+                )
+                row = await cur.fetchone()
+                if row == (effect.kind, effect.run_id, payload, effect.created_at):
+                    return True  # the interrupted attempt inserted it
+            cur = await conn.execute(
+                "INSERT INTO effects (idempotency_key, kind, run_id, conversation_id, tenant, "
+                "payload, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                (
+                    effect.idempotency_key,
+                    effect.kind,
+                    effect.run_id,
+                    effect.conversation_id,
+                    effect.tenant,
+                    payload,
+                    float(effect.created_at),
+                ),
+            )
+            return cur.rowcount == 1
+
+        return await self._tx(go, transaction=False)
+
+    async def list_effects(
+        self, *, conversation_id: str | None = None, kind: str | None = None
+    ) -> list[EffectRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if conversation_id is not None:
+            where.append("conversation_id = %s")
+            params.append(conversation_id)
+        if kind is not None:
+            where.append("kind = %s")
+            params.append(kind)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._fetch(
+            "SELECT idempotency_key, kind, run_id, conversation_id, tenant, payload, created_at "
+            f'FROM effects {clause} ORDER BY created_at, idempotency_key COLLATE "C"',
+            tuple(params),
+        )
+        return [
+            EffectRecord(
+                idempotency_key=r[0],
+                kind=r[1],
+                run_id=r[2],
+                conversation_id=r[3],
+                tenant=r[4],
+                payload=_loads(r[5]),
+                created_at=r[6],
+            )
+            for r in rows
+        ]
+
+    # ---- retention --------------------------------------------------------------------
+
+    async def purge_expired(self, *, now: float) -> PurgeReport:
+        async def tx(conn: Conn, _ambiguous: bool) -> PurgeReport:
+            report = PurgeReport()
+            # Lock the expired conversations (create_run locks them too, so no run can be
+            # queued on them meanwhile), then drop those that still have an active run.
+            cur = await conn.execute(
+                "SELECT id FROM conversations WHERE expires_at < %s FOR UPDATE SKIP LOCKED",
+                (now,),
+            )
+            candidates = [r[0] for r in await cur.fetchall()]
+            if not candidates:
+                return report
+            cur = await conn.execute(
+                "SELECT DISTINCT conversation_id FROM runs WHERE conversation_id = ANY(%s) "
+                "AND status IN ('queued', 'running')",
+                (candidates,),
+            )
+            busy = {r[0] for r in await cur.fetchall()}
+            ids = [c for c in candidates if c not in busy]
+            if not ids:
+                return report
+            runs_of = "SELECT id FROM runs WHERE conversation_id = ANY(%s)"
+            cur = await conn.execute(f"DELETE FROM events WHERE run_id IN ({runs_of})", (ids,))
+            report.events = cur.rowcount
+            await conn.execute(f"DELETE FROM steps WHERE run_id IN ({runs_of})", (ids,))
+            await conn.execute(f"DELETE FROM attempts WHERE run_id IN ({runs_of})", (ids,))
+            cur = await conn.execute("DELETE FROM runs WHERE conversation_id = ANY(%s)", (ids,))
+            report.runs = cur.rowcount
+            await conn.execute("DELETE FROM messages WHERE conversation_id = ANY(%s)", (ids,))
+            await conn.execute("DELETE FROM effects WHERE conversation_id = ANY(%s)", (ids,))
+            cur = await conn.execute("DELETE FROM conversations WHERE id = ANY(%s)", (ids,))
+            report.conversations = cur.rowcount
+            return report
+
+        return await self._tx(tx)
+
+    # ---- shared resilience state ------------------------------------------------------
+
+    async def breaker_load(self, name: str) -> tuple[dict[str, Any] | None, int]:
+        rows = await self._fetch("SELECT state, version FROM breakers WHERE name = %s", (name,))
+        if not rows:
+            return None, 0
+        return _loads(rows[0][0]), int(rows[0][1])
+
+    async def breaker_save_if(self, name: str, version: int, state: dict[str, Any]) -> bool:
+        text = _dumps(state)
+
+        async def go(conn: Conn, ambiguous: bool) -> bool:
+            if ambiguous:
+                cur = await conn.execute(
+                    "SELECT state, version FROM breakers WHERE name = %s", (name,)
+                )
+                if await cur.fetchone() == (text, version + 1):
+                    return True  # the interrupted attempt stored it
+            if version == 0:
+                cur = await conn.execute(
+                    "INSERT INTO breakers (name, state, version, updated_at) "
+                    "VALUES (%s,%s,1,%s) ON CONFLICT DO NOTHING",
+                    (name, text, time.time()),
+                )
+            else:
+                cur = await conn.execute(
+                    "UPDATE breakers SET state = %s, version = version + 1, updated_at = %s "
+                    "WHERE name = %s AND version = %s",
+                    (text, time.time(), name, version),
+                )
+            return cur.rowcount == 1
+
+        return await self._tx(go, transaction=False)
+
+    async def list_breakers(self) -> list[tuple[str, dict[str, Any], int]]:
+        rows = await self._fetch(
+            'SELECT name, state, version FROM breakers ORDER BY name COLLATE "C"'
+        )
+        return [(r[0], _loads(r[1]), int(r[2])) for r in rows]
+
+    # ---- journaled retry attempts -----------------------------------------------------
+
+    async def load_attempt(self, run_id: str, seq: int) -> dict[str, Any] | None:
+        rows = await self._fetch(
+            "SELECT state FROM attempts WHERE run_id = %s AND seq = %s", (run_id, seq)
+        )
+        if not rows:
+            return None
+        state: dict[str, Any] = _loads(rows[0][0])
+        return state
+
+    async def save_attempt(self, lease: Lease, seq: int, state: dict[str, Any]) -> None:
+        params = {
+            "run_id": lease.run_id,
+            "epoch": lease.epoch,
+            "seq": seq,
+            "state": _dumps(state),
+            "now": time.time(),
+        }
+        sql = f"""
+            WITH fence AS ({_FENCE_LOCK}), saved AS (
+                INSERT INTO attempts (run_id, seq, state, updated_at)
+                SELECT id, %(seq)s::bigint, %(state)s::text, %(now)s::float8 FROM fence
+                ON CONFLICT (run_id, seq) DO UPDATE SET state = excluded.state,
+                    updated_at = excluded.updated_at
+            )
+            SELECT count(*) FROM fence
+        """
+
+        async def go(conn: Conn, _ambiguous: bool) -> None:
+            cur = await conn.execute(sql, params)
+            row = await cur.fetchone()
+            if row is None or int(row[0]) != 1:
+                raise _lease_lost(lease)
+
+        await self._tx(go, transaction=False)
+
+    # ---- cached answers ---------------------------------------------------------------
+
+    async def cache_get(self, key: str) -> dict[str, Any] | None:
+        rows = await self._fetch("SELECT value FROM response_cache WHERE key = %s", (key,))
+        return _loads(rows[0][0]) if rows else None
+
+    async def cache_put(self, key: str, value: dict[str, Any]) -> None:
+        async def go(conn: Conn, _ambiguous: bool) -> None:
+            await conn.execute(
+                "INSERT INTO response_cache (key, value, updated_at) VALUES (%s,%s,%s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (key, _dumps(value), time.time()),
+            )
+
+        await self._tx(go, transaction=False)
+
+    async def cache_prune(self, *, older_than: float) -> int:
+        async def go(conn: Conn, _ambiguous: bool) -> int:
+            cur = await conn.execute(
+                "DELETE FROM response_cache WHERE updated_at < %s", (older_than,)
+            )
+            return cur.rowcount
+
+        return await self._tx(go, transaction=False)
