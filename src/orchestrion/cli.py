@@ -249,22 +249,86 @@ async def _print_outbox(settings: Settings, as_json: bool) -> None:
     metavar="MODULE:ATTR",
     help="Your agents (an Agent or a list of them), besides the built-in demo agent.",
 )
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM/SIGINT: stop claiming, give runs in flight this long to finish, then "
+    "hand the rest back to the queue for another worker. A second signal skips the wait.",
+)
 @pass_settings
-def worker(settings: Settings, drain: bool, concurrency: int, app: str | None) -> None:
-    """Execute queued runs and resume orphaned ones (whose owner died or lease expired)."""
+def worker(
+    settings: Settings, drain: bool, concurrency: int, app: str | None, grace: float
+) -> None:
+    """Execute queued runs and resume orphaned ones (whose owner died or lease expired).
+
+    Several workers may share one store (a PostgreSQL one for a fleet of machines)."""
+    import contextlib
+    import signal
+
     from orchestrion.demo.support import support_agent
+    from orchestrion.errors import LeaseLost
+    from orchestrion.store.base import Lease
 
     agents = [support_agent(), *_load_app_agents(app)]
+    stopped_by: list[str] = []
 
     async def work() -> int:
         async with settings.runtime(agents) as orx:
             orx.worker.concurrency = concurrency
-            return await orx.work(drain=drain)
+            stop, hurry = asyncio.Event(), asyncio.Event()
+
+            def on_signal(name: str) -> None:
+                stopped_by.append(name)
+                (hurry if stop.is_set() else stop).set()
+
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, on_signal, sig.name)
+            runner = asyncio.create_task(orx.work(drain=drain, stop=stop))
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([runner, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not runner.done():
+                # Stop claiming (the loop saw `stop`); runs in flight may finish.
+                in_flight = dict(orx.worker._active)
+                if in_flight:
+                    click.echo(
+                        f"stopping: letting {len(in_flight)} run(s) in flight finish "
+                        f"(up to {grace:g}s)",
+                        err=True,
+                    )
+                hurrying = asyncio.ensure_future(hurry.wait())
+                await asyncio.wait(
+                    [runner, hurrying], timeout=grace, return_when=asyncio.FIRST_COMPLETED
+                )
+                hurrying.cancel()
+                if not runner.done():
+                    left = [rid for rid, task in orx.worker._active.items() if not task.done()]
+                    for rid in left:
+                        orx.worker._active[rid].cancel()
+                    await asyncio.wait([runner])
+                    released = 0
+                    for rid in left:
+                        run = await orx.store.get_run(rid)
+                        if run.status != "running" or run.owner != orx.worker.owner:
+                            continue
+                        with contextlib.suppress(LeaseLost):
+                            await orx.store.release(Lease(rid, orx.worker.owner, run.epoch))
+                            released += 1
+                    click.echo(f"released {released} unfinished run(s) to the queue", err=True)
+            return runner.result()
 
     try:
         count = _run(work())
     except KeyboardInterrupt:
         click.echo("worker stopped", err=True)
+        return
+    if stopped_by:
+        click.echo(f"worker stopped ({stopped_by[0]})", err=True)
         return
     if drain:
         click.echo(f"drained: executed {count} run(s)")

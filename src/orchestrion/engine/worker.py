@@ -106,6 +106,22 @@ class Worker:
         self.executed[run.id] = status
         return status
 
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Wait until a run of ours ends, new work may be claimable (the store's wake-up,
+        e.g. PostgreSQL LISTEN/NOTIFY), stop is set, or poll_interval passes."""
+        wakers: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+        if len(self._active) < self.concurrency:
+            wakers.append(asyncio.ensure_future(self.store.wait_for_work(self.poll_interval)))
+        try:
+            await asyncio.wait(
+                [*self._active.values(), *wakers],
+                timeout=self.poll_interval,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for waker in wakers:
+                waker.cancel()
+
     async def run(self, *, drain: bool = False, stop: asyncio.Event | None = None) -> int:
         """Work until stopped; with drain, return once nothing is left that it can do.
         Returns the number of runs executed."""
@@ -128,16 +144,7 @@ class Worker:
                 continue
             if drain and not self._active:
                 break
-            waiters = [*self._active.values()]
-            if waiters:
-                await asyncio.wait(
-                    waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
-                )
-            else:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
-                except TimeoutError:
-                    pass
+            await self._idle(stop)
             for run_id, task in list(self._active.items()):
                 if task.done():
                     del self._active[run_id]
