@@ -423,7 +423,14 @@ def _bench_dir() -> Path:
 @click.argument("name")
 @click.option("--quick", is_flag=True, help="A small workload, to check the benchmark runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw numbers as JSON.")
-def bench(name: str, quick: bool, as_json: bool) -> None:
+@click.option(
+    "--store",
+    "bench_store",
+    metavar="URL",
+    help="Benchmarks that support it (steps) measure this store instead of a temporary "
+    "SQLite file, e.g. postgresql://user@host:5432/db (in throwaway schemas).",
+)
+def bench(name: str, quick: bool, as_json: bool, bench_store: str | None) -> None:
     """Run a benchmark from bench/ (steps, resilience, arguments, providers, ...).
 
     Each prints its numbers next to a baseline measured in the same run."""
@@ -439,7 +446,19 @@ def bench(name: str, quick: bool, as_json: bool) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     run: Callable[..., dict[str, Any]] = module.run
-    result = run(quick=quick)
+    if bench_store is not None:
+        import inspect
+
+        if "store" not in inspect.signature(run).parameters:
+            raise click.BadParameter(
+                f"benchmark {name!r} has no store option", param_hint="--store"
+            )
+        try:
+            result = run(quick=quick, store=bench_store)
+        except (OrchestrionError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        result = run(quick=quick)
     if as_json:
         click.echo(json.dumps({k: v for k, v in result.items() if k != "lines"}, indent=2))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -40,9 +41,21 @@ class Fleet:
         log = (self.tmp / f"worker-{len(self.procs)}.log").open("wb")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen(
-            [CLI, "--store", self.url, "worker", "--concurrency", str(concurrency),
-             "--app", "tests.fleet.agents:slow", *args],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+            [
+                CLI,
+                "--store",
+                self.url,
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "--app",
+                "tests.fleet.agents:slow",
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
         )
         self.procs.append(proc)
         return proc
@@ -102,7 +115,9 @@ def all_settled(schema: str, total: int) -> bool:
     )
 
 
-async def check_exactly_once(url: str, run_ids: list[str], turns_per_conversation: int) -> dict[str, Any]:
+async def check_exactly_once(
+    url: str, run_ids: list[str], turns_per_conversation: int
+) -> dict[str, Any]:
     """Every turn succeeded, each side effect happened once per turn, every history holds
     each turn once and in order; returns facts for further assertions."""
     async with orchestrion(url) as orx:
@@ -140,7 +155,7 @@ async def check_exactly_once(url: str, run_ids: list[str], turns_per_conversatio
             assert users == [r.input["message"]["content"] for r in ordered]
             # One run at a time per conversation: the next turn's first step began only
             # after the previous turn ended (its end time is taken before it commits).
-            for before, after in zip(ordered, ordered[1:], strict=False):
+            for before, after in itertools.pairwise(ordered):
                 assert before.finished_at is not None
                 assert before.finished_at <= first_step_at[after.id], (before.id, after.id)
         return {

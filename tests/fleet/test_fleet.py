@@ -117,9 +117,7 @@ def test_two_workers_racing_for_one_conversation_never_fork_it(fleet: Fleet) -> 
     )
     order = [str(b[0]) for i, b in enumerate(blocks) if i % 7 == 0]
     assert order == [r.id for r in sorted(runs, key=lambda r: r.position)]
-    assert all(
-        str(blocks[i][0]) == order[i // 7] for i in range(len(blocks))
-    )
+    assert all(str(blocks[i][0]) == order[i // 7] for i in range(len(blocks)))
 
 
 def test_connections_terminated_mid_run_all_runs_finish(fleet: Fleet) -> None:
@@ -132,12 +130,14 @@ def test_connections_terminated_mid_run_all_runs_finish(fleet: Fleet) -> None:
         # Cut every connection of this schema's stores (workers' pools and listeners)
         # while turns are part-way through.
         wait_for(
-            lambda: count_where(
-                fleet.schema,
-                "SELECT count(*) FROM {s}.steps st JOIN {s}.runs r ON r.id = st.run_id "
-                "WHERE r.status = 'running'",
+            lambda: (
+                count_where(
+                    fleet.schema,
+                    "SELECT count(*) FROM {s}.steps st JOIN {s}.runs r ON r.id = st.run_id "
+                    "WHERE r.status = 'running'",
+                )
+                > 0
             )
-            > 0
         )
         rows = sql(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
