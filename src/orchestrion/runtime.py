@@ -16,9 +16,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from orchestrion.engine.agent import Agent
+from orchestrion.engine.agent import Agent, BusyPolicy
 from orchestrion.engine.conversation import ConversationState
 from orchestrion.engine.worker import Worker, log_breaker_event
 from orchestrion.errors import NotFound, OrchestrionError
@@ -36,6 +36,7 @@ from orchestrion.store.base import (
 )
 
 POLL_INTERVAL = 0.05  # how often a waiting caller looks at the store
+SUBSCRIBE_INTERVAL = 0.02  # how often a subscriber looks for newly stored events
 # A queued run nobody claimed for this long, blocking a newer turn, is taken over.
 ABANDONED_AFTER = 2.0
 
@@ -115,9 +116,12 @@ class Orchestrion:
         *,
         conversation: str | None = None,
         tenant: str | None = None,
-        busy_policy: Literal["enqueue", "reject"] | None = None,
+        busy_policy: BusyPolicy | None = None,
     ) -> RunRecord:
-        """Queue a turn; it runs when its conversation is free. Returns the queued run."""
+        """Queue a turn; it runs when its conversation is free. Returns the queued run.
+
+        When the conversation is busy: "enqueue" (default) waits behind the active run,
+        "reject" raises ConversationBusy, "interrupt" cancels the active run first."""
         a = self._agent(agent)
         tenant = tenant or self.tenant
         conversation_id = conversation or new_id("conv")
@@ -142,6 +146,12 @@ class Orchestrion:
             end=now,
             attributes={"conversation_id": conversation_id, "agent": a.name},
         )
+        policy = busy_policy or a.busy_policy
+        if policy == "interrupt":
+            for active in await self.store.list_runs(conversation_id=conversation_id, limit=50):
+                if active.status in ("queued", "running"):
+                    await self.cancel(active.id, tenant=tenant)
+            policy = "enqueue"
         return await self.store.create_run(
             run_id=run_id,
             conversation_id=conversation_id,
@@ -150,7 +160,7 @@ class Orchestrion:
             input={"message": Message.user(message).model_dump(mode="json")},
             trace_id=trace_id,
             deadline_at=None,
-            busy_policy=busy_policy or a.busy_policy,
+            busy_policy=policy,
             event=queued,
         )
 
@@ -161,7 +171,7 @@ class Orchestrion:
         *,
         conversation: str | None = None,
         tenant: str | None = None,
-        busy_policy: Literal["enqueue", "reject"] | None = None,
+        busy_policy: BusyPolicy | None = None,
     ) -> AsyncIterator[Event]:
         """Submit a turn and yield its events live (text deltas included) until it ends."""
         run = await self.submit(
@@ -192,7 +202,9 @@ class Orchestrion:
         async for event in self.follow(run_id, after_seq=last_seq):
             yield event
 
-    async def _drive(self, run_id: str, queue: asyncio.Queue[EventRecord | None]) -> None:
+    async def _drive(
+        self, run_id: str, queue: asyncio.Queue[EventRecord | None], *, live: bool = True
+    ) -> None:
         """Claim the run as soon as it heads its conversation's queue, then execute it."""
         try:
             while True:
@@ -211,7 +223,7 @@ class Orchestrion:
                 if lease is not None:
                     claimed = await self.store.get_run(run_id)
                     await self.worker.execute(
-                        claimed, lease, resumed=False, sinks=[queue.put_nowait]
+                        claimed, lease, resumed=False, sinks=[queue.put_nowait] if live else []
                     )
                     return
                 if not await self._heal(run.conversation_id):
@@ -254,7 +266,9 @@ class Orchestrion:
         await self.worker.execute(await self.store.get_run(head.id), lease, resumed=resumed)
         return True
 
-    async def follow(self, run_id: str, *, after_seq: int = 0) -> AsyncIterator[Event]:
+    async def follow(
+        self, run_id: str, *, after_seq: int = 0, interval: float = POLL_INTERVAL
+    ) -> AsyncIterator[Event]:
         """Yield a run's stored events after `after_seq`, polling until the run ends."""
         while True:
             events = await self.store.read_events(run_id, after_seq=after_seq)
@@ -265,9 +279,9 @@ class Orchestrion:
                     return
             if not events:
                 run = await self.store.get_run(run_id)
-                if run.terminal and run.status == "cancelled" and run.started_at is None:
-                    return
-                await asyncio.sleep(POLL_INTERVAL)
+                if run.terminal and not await self.store.read_events(run_id, after_seq=after_seq):
+                    return  # ended (its last event was already read, or it never started)
+                await asyncio.sleep(interval)
 
     async def send(
         self,
@@ -304,7 +318,33 @@ class Orchestrion:
         )
 
     async def cancel(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
-        return await self.store.request_cancel(run_id, tenant=tenant)
+        """Cancel a run: a queued one at once; a running one stops its model and tool
+        calls and ends as cancelled (at once when it runs in this process, within a
+        fraction of a second when another process runs it)."""
+        run = await self.store.request_cancel(run_id, tenant=tenant)
+        executor = self.worker.live.get(run_id)
+        if executor is not None:
+            executor.request_cancel()
+        return run
+
+    def start(self, run_id: str) -> None:
+        """Execute a queued run in the background of this process as soon as its
+        conversation is free (fire-and-forget: read its events with `subscribe`)."""
+        queue: asyncio.Queue[EventRecord | None] = asyncio.Queue(maxsize=0)
+        driver = asyncio.create_task(self._drive(run_id, queue, live=False))
+        self._tasks.add(driver)
+        driver.add_done_callback(self._tasks.discard)
+
+    async def subscribe(
+        self, run_id: str, *, after_seq: int = 0, tenant: str | None = None
+    ) -> AsyncIterator[Event]:
+        """Every durable event of a run after `after_seq`, exactly once and in order,
+        until the run ends; works across processes and restarts (it reads the store).
+        Text arrives as coalesced `text.delta` chunks; `text.reset` voids the text of
+        its step so far."""
+        await self.store.get_run(run_id, tenant=tenant)  # NotFound for others' runs
+        async for event in self.follow(run_id, after_seq=after_seq, interval=SUBSCRIBE_INTERVAL):
+            yield event
 
     # ---- reading ------------------------------------------------------------------------
 

@@ -44,6 +44,10 @@ DEFAULT_DEGRADATION = (
 )
 
 
+# What a new turn does when its conversation already has one in progress.
+BusyPolicy = Literal["enqueue", "reject", "interrupt"]
+
+
 @dataclass
 class Agent:
     """What an agent is: a model, tools, instructions and the limits of one turn."""
@@ -55,7 +59,7 @@ class Agent:
     max_steps: int = 12  # model calls per turn before the loop gives up
     turn_timeout: float = 300.0  # the whole turn's deadline, seconds
     conversation_ttl: float = 7 * 24 * 3600.0
-    busy_policy: Literal["enqueue", "reject"] = "enqueue"
+    busy_policy: BusyPolicy = "enqueue"
     degradation_message: str = DEFAULT_DEGRADATION
     # Model calls: retries (None: none), per-attempt timeout, hedging, fallback models.
     retry: RetryPolicy | None = field(default_factory=RetryPolicy)

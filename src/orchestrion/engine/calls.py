@@ -97,17 +97,13 @@ def model_call(ctx: TurnContext, request: ModelRequest) -> Callable[[StepInfo], 
             async def attempt(a: Attempt) -> ModelResponse:
                 if streamed and a.hedge == 0:
                     # The text an earlier attempt streamed is void: tell live readers.
-                    emitter.ephemeral(
-                        "text.reset", {"attempt": a.number}, parent_span_id=info.span_id
-                    )
+                    emitter.text_reset(a.number, parent_span_id=info.span_id)
                     streamed.clear()
 
                 async def on_delta(delta: ModelDelta) -> None:
                     if isinstance(delta, TextDelta) and a.hedge == 0:
                         streamed.append(delta.text)
-                        emitter.ephemeral(
-                            "text.delta", {"text": delta.text}, parent_span_id=info.span_id
-                        )
+                        emitter.text(delta.text, parent_span_id=info.span_id)
 
                 bounded = request
                 if a.deadline is not None and (
@@ -154,9 +150,8 @@ def model_call(ctx: TurnContext, request: ModelRequest) -> Callable[[StepInfo], 
             await store.cache_put(cache_key, response.model_dump(mode="json"))
         text = response.message.content or ""
         if "".join(streamed) != text:  # a hedge or a fallback won: stream its text instead
-            emitter.ephemeral("text.reset", {"attempt": 0}, parent_span_id=info.span_id)
-            if text:
-                emitter.ephemeral("text.delta", {"text": text}, parent_span_id=info.span_id)
+            emitter.text_reset(0, parent_span_id=info.span_id)
+            emitter.text(text, parent_span_id=info.span_id)
         emitter.emit(
             "model.response",
             f"chat {response.model or agent.model.name}",

@@ -34,7 +34,8 @@ from orchestrion.store.base import EffectRecord, Lease, RunCompletion, RunRecord
 log = logging.getLogger("orchestrion.runner")
 
 DEFAULT_LEASE_SECONDS = 30.0
-FLUSH_INTERVAL = 0.2  # seconds between background flushes of buffered events
+FLUSH_INTERVAL = 0.05  # seconds between background flushes of buffered events
+CANCEL_POLL = 0.5  # how often the store is asked whether another process cancelled the run
 
 
 class RunExecutor:
@@ -61,6 +62,7 @@ class RunExecutor:
         self.journal: Journal | None = None
         self._state = ConversationState.AWAITING_INPUT
         self._cancel_requested = False
+        self._turn: asyncio.Task[TurnOutcome] | None = None
         self._lease_lost = False
 
     async def execute(self) -> str:
@@ -116,6 +118,9 @@ class RunExecutor:
             breakers=self.breakers,
         )
         turn = asyncio.create_task(self._bounded_turn(ctx))
+        self._turn = turn
+        if self._cancel_requested:  # cancelled before the turn even started
+            turn.cancel()
         ticker = asyncio.create_task(self._tick(turn))
         try:
             try:
@@ -146,22 +151,28 @@ class RunExecutor:
             return await run_turn(ctx)
 
     async def _tick(self, turn: asyncio.Task[TurnOutcome]) -> None:
-        """Flush buffered events and renew the lease until the turn ends."""
+        """Flush buffered events, renew the lease and watch for a cancel request, until
+        the turn ends."""
         renew_every = self.lease_seconds / 3
         next_renew = time.monotonic() + renew_every
+        next_cancel_check = time.monotonic() + CANCEL_POLL
         while not turn.done():
             await asyncio.sleep(FLUSH_INTERVAL)
             try:
                 if self.emitter.pending:
                     await self.store.append_events(self.lease, self.emitter.drain())
-                if time.monotonic() >= next_renew:
-                    next_renew = time.monotonic() + renew_every
+                now = time.monotonic()
+                cancel = False
+                if now >= next_renew:
+                    next_renew = now + renew_every
                     cancel = await self.store.renew_lease(
                         self.lease, lease_seconds=self.lease_seconds, now=time.time()
                     )
-                    if cancel and not self._cancel_requested:
-                        self._cancel_requested = True
-                        turn.cancel()
+                elif now >= next_cancel_check:
+                    next_cancel_check = now + CANCEL_POLL
+                    cancel = (await self.store.get_run(self.run.id)).cancel_requested
+                if cancel:
+                    self.request_cancel()
             except LeaseLost:
                 log.warning("run %s: lease lost to another worker; stopping", self.run.id)
                 self._lease_lost = True
@@ -171,8 +182,13 @@ class RunExecutor:
                 log.warning("run %s: background flush failed: %s", self.run.id, exc)
 
     def request_cancel(self) -> None:
-        """Cancel from inside this process (the store flag covers other processes)."""
+        """Stop the turn: in-flight model and tool calls are cancelled, and the run ends
+        as cancelled with the conversation back to AWAITING_INPUT."""
+        if self._cancel_requested:
+            return
         self._cancel_requested = True
+        if self._turn is not None and not self._turn.done():
+            self._turn.cancel()
 
     async def _set_state(self, new: ConversationState) -> None:
         if new == self._state:

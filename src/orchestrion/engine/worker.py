@@ -50,6 +50,7 @@ class Worker:
         self.poll_interval = poll_interval
         self.purge_interval = purge_interval
         self.executed: dict[str, str] = {}  # run id -> terminal status, for reporting
+        self.live: dict[str, RunExecutor] = {}  # runs executing in this process now
         self._active: dict[str, asyncio.Task[str]] = {}
         self._warned_agents: set[str] = set()
 
@@ -102,7 +103,11 @@ class Worker:
         )
         if resumed:
             log.info("resuming run %s (epoch %d)", run.id, lease.epoch)
-        status = await executor.execute()
+        self.live[run.id] = executor
+        try:
+            status = await executor.execute()
+        finally:
+            self.live.pop(run.id, None)
         self.executed[run.id] = status
         return status
 

@@ -90,7 +90,8 @@ class ScriptedModel:
 
     `script` is either a list of replies, indexed by the position in the current turn
     (the last entry repeats when the turn goes on longer), or a function of the request.
-    `latency` delays each call (seconds) so a test can kill a process mid-turn.
+    `latency` delays each call (seconds) so a test can kill a process mid-turn;
+    `chunk_delay` paces the text pieces like a real token stream.
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class ScriptedModel:
         name: str = "scripted",
         latency: float = 0.0,
         chunk_size: int = 12,
+        chunk_delay: float = 0.0,
     ) -> None:
         if not callable(script) and not script:
             raise ValueError("ScriptedModel needs at least one reply")
@@ -107,6 +109,7 @@ class ScriptedModel:
         self._script = script
         self.latency = latency
         self.chunk_size = max(1, chunk_size)
+        self.chunk_delay = chunk_delay  # a pause between text pieces, like a real stream
         self.calls = 0  # how many times the model was actually called (tests count replay)
 
     def reply_for(self, request: ModelRequest) -> ScriptedReply:
@@ -122,6 +125,8 @@ class ScriptedModel:
             await asyncio.sleep(self.latency)
         text = reply.text or ""
         for start in range(0, len(text), self.chunk_size):
+            if start and self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
             yield TextDelta(text=text[start : start + self.chunk_size])
         for index, c in enumerate(reply.calls):
             yield ToolCallDelta(index=index, id=f"call_{index}", name=c.name, arguments=c.arguments)

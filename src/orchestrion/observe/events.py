@@ -3,9 +3,14 @@
 Durable events get a per-run sequence number from the run's current owner (only the
 lease holder writes a run's events, so no coordination is needed). They are buffered and
 written in the next transaction the run makes anyway (a step record), or by the run's
-background flusher a fraction of a second later: one commit per step, not per event.
-Ephemeral events (text deltas) go to live consumers only and carry seq 0; the text they
-carry is made durable as part of the model step's record.
+background flusher a moment later: one commit per step, not per event.
+
+Text is the exception to "one event per thing": a model streams tokens far faster than
+rows are worth writing. Live consumers in this process get every token at once (seq 0,
+never stored); the durable record gets the same text coalesced into `text.delta` chunks
+of at most TEXT_CHUNK_SECONDS each, so a reader that reattaches later, or in another
+process, still receives every character exactly once, in order, at the cost of up to one
+chunk's delay.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ Event = EventRecord  # the public name: what a turn's stream yields
 
 # Types whose event closes a span (carries `end`).
 SPAN_END_TYPES = frozenset({"run.finished", "step.finished"})
+# Stream content rather than a span: kept in the event log, left out of trace trees.
+STREAM_TYPES = frozenset({"text.delta", "text.reset"})
+# The longest a piece of streamed text waits before it is part of a durable chunk.
+TEXT_CHUNK_SECONDS = 0.05
 
 
 def new_trace_id() -> str:
@@ -58,14 +67,73 @@ class RunEmitter:
         self.sinks: list[Sink] = []
         # While the journal replays recorded steps, their events already exist: drop them.
         self.suppressed: Callable[[], bool] = lambda: False
+        # The text chunk being gathered: its parts, its span, when it started.
+        self._chunk: list[str] = []
+        self._chunk_span = ""
+        self._chunk_started = 0.0
 
     def drain(self) -> list[EventRecord]:
+        self._close_chunk()
         buffered, self._buffer = self._buffer, []
         return buffered
 
     @property
     def pending(self) -> bool:
-        return bool(self._buffer)
+        return bool(self._buffer) or bool(self._chunk)
+
+    def text(self, text: str, *, parent_span_id: str) -> None:
+        """A piece of streamed model text: live now, durable as part of a chunk."""
+        if self.suppressed() or not text:
+            return
+        now = time.time()
+        if self.sinks:
+            self._publish(
+                EventRecord(
+                    run_id=self.run_id,
+                    seq=0,
+                    type="text.delta",
+                    name="text",
+                    trace_id=self.trace_id,
+                    span_id=parent_span_id,
+                    parent_span_id=parent_span_id,
+                    start=now,
+                    end=now,
+                    attributes={"text": text},
+                )
+            )
+        if self._chunk and (
+            self._chunk_span != parent_span_id or now - self._chunk_started > TEXT_CHUNK_SECONDS
+        ):
+            self._close_chunk()
+        if not self._chunk:
+            self._chunk_span, self._chunk_started = parent_span_id, now
+        self._chunk.append(text)
+
+    def text_reset(self, attempt: int, *, parent_span_id: str) -> None:
+        """The text streamed so far in this span is void (a retry or a fallback answers
+        instead): readers discard it. Text not yet durable is simply dropped."""
+        if self._chunk_span == parent_span_id:
+            self._chunk = []
+        self.emit(
+            "text.reset",
+            "text.reset",
+            parent_span_id=parent_span_id,
+            attributes={"attempt": attempt},
+        )
+
+    def _close_chunk(self) -> None:
+        if not self._chunk:
+            return
+        text, self._chunk = "".join(self._chunk), []
+        # Durable only: live readers already had every piece of it.
+        self.emit(
+            "text.delta",
+            "text",
+            parent_span_id=self._chunk_span,
+            start=self._chunk_started,
+            attributes={"text": text},
+            publish=False,
+        )
 
     def _publish(self, event: EventRecord) -> None:
         for sink in self.sinks:
@@ -83,11 +151,13 @@ class RunEmitter:
         status: str | None = None,
         attributes: dict[str, Any] | None = None,
         force: bool = False,
+        publish: bool = True,
     ) -> EventRecord | None:
         """A durable event. `end=None` with a given span_id opens a span; a point event
         (no span_id) gets its own span with start == end."""
         if not force and self.suppressed():
             return None
+        self._close_chunk()  # text streamed before this event keeps its place in the order
         now = time.time()
         if span_id is None:
             span_id = secrets.token_hex(8)
@@ -112,25 +182,6 @@ class RunEmitter:
         )
         self._next_seq += 1
         self._buffer.append(event)
-        self._publish(event)
+        if publish:
+            self._publish(event)
         return event
-
-    def ephemeral(self, type: str, attributes: dict[str, Any], *, parent_span_id: str) -> None:
-        """A live-only event (seq 0), e.g. a text delta."""
-        if not self.sinks or self.suppressed():
-            return
-        now = time.time()
-        self._publish(
-            EventRecord(
-                run_id=self.run_id,
-                seq=0,
-                type=type,
-                name=type,
-                trace_id=self.trace_id,
-                span_id=parent_span_id,
-                parent_span_id=parent_span_id,
-                start=now,
-                end=now,
-                attributes=attributes,
-            )
-        )

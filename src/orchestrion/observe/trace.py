@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrion.observe.events import STREAM_TYPES
 from orchestrion.store.base import EventRecord, RunRecord
 
 
@@ -55,8 +56,8 @@ def build_run_tree(events: list[EventRecord]) -> list[Span]:
     spans: dict[str, Span] = {}
     order: list[str] = []
     for e in events:
-        if e.seq == 0:
-            continue  # ephemeral events are not part of the record
+        if e.seq == 0 or e.type in STREAM_TYPES:
+            continue  # streamed text is content, not a span
         span = spans.get(e.span_id)
         if span is None:
             span = Span(
