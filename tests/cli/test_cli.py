@@ -471,7 +471,7 @@ def test_a_text_file_is_not_a_store(tmp_path: Path, args: tuple[str, ...]) -> No
     ("url", "needles"),
     [
         ("foo://x", ("foo://x", "sqlite:///")),
-        ("postgresql://db/app", ("PostgreSQL", "sqlite:///")),
+        ("postgresql://nosuchhost.invalid/app", ("PostgreSQL", "nosuchhost.invalid")),
     ],
 )
 def test_unknown_store_scheme(tmp_path: Path, url: str, needles: tuple[str, ...]) -> None:
