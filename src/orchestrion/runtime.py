@@ -281,7 +281,7 @@ class Orchestrion:
                 run = await self.store.get_run(run_id)
                 if run.terminal and not await self.store.read_events(run_id, after_seq=after_seq):
                     return  # ended (its last event was already read, or it never started)
-                await asyncio.sleep(interval)
+                await self.store.wait_for_events(run_id, interval)
 
     async def send(
         self,

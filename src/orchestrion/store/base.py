@@ -168,6 +168,12 @@ class Store(abc.ABC):
         """Wake the workers waiting in `wait_for_work` (of every process on this store).
         Default: nothing (they poll)."""
 
+    async def wait_for_events(self, run_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        """Return when the run may have new events (or ended), or after `timeout` seconds
+        at the latest. Spurious returns are allowed: readers always look at the store
+        afterwards. Default: just sleep (polling)."""
+        await asyncio.sleep(timeout)
+
     # ---- conversations ----------------------------------------------------------------
 
     @abc.abstractmethod
