@@ -20,6 +20,7 @@ from orchestrion.errors import OrchestrionError
 from orchestrion.observe.trace import render_text
 from orchestrion.resilience.cli import breakers
 from orchestrion.runtime import Orchestrion
+from orchestrion.server.cli import serve
 from orchestrion.store import default_store_url
 
 T = TypeVar("T")
@@ -468,3 +469,4 @@ def bench(name: str, quick: bool, as_json: bool, bench_store: str | None) -> Non
 # Commands that live with their concern join the group here.
 main.add_command(chaos)
 main.add_command(breakers)
+main.add_command(serve)

@@ -1,0 +1,153 @@
+"""`orchestrion serve`: the HTTP API on uvicorn."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from orchestrion.server.auth import (
+    KEYS_ENV,
+    KeyConfigError,
+    generate_key,
+    parse_keys,
+    read_keys_file,
+)
+
+
+def load_keys(keys_file: str | None, insecure_dev_key: bool) -> dict[str, str]:
+    """Keys from $ORCHESTRION_API_KEYS and --keys-file (both may be given). With neither,
+    refuse, unless --insecure-dev-key: then one key is generated for tenant "default"
+    and printed once to stderr."""
+    keys: dict[str, str] = {}
+    try:
+        if os.environ.get(KEYS_ENV, "").strip():
+            keys.update(parse_keys(os.environ[KEYS_ENV]))
+        if keys_file:
+            for key, tenant in read_keys_file(keys_file).items():
+                if key in keys:
+                    raise KeyConfigError(
+                        f"{keys_file}: a key is also given in ${KEYS_ENV} (each key once)"
+                    )
+                keys[key] = tenant
+    except KeyConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if keys:
+        return keys
+    if not insecure_dev_key:
+        raise click.ClickException(
+            f"no API keys: set {KEYS_ENV}='key1=tenantA,key2=tenantB' or give --keys-file "
+            "FILE (one key=tenant per line); for local development only, --insecure-dev-key "
+            "generates one"
+        )
+    key = generate_key()
+    click.echo(f"insecure development key (tenant 'default'): {key}", err=True)
+    return {key: "default"}
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--app",
+    metavar="MODULE:ATTR",
+    help="Your agents (an Agent or a list of them), besides the built-in demo agent.",
+)
+@click.option(
+    "--default-agent",
+    metavar="NAME",
+    help="The agent of conversations created without one. Default: the first --app "
+    "agent, else the demo agent (support).",
+)
+@click.option(
+    "--keys-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help=f"API keys, one key=tenant per line (also read: ${KEYS_ENV}).",
+)
+@click.option(
+    "--insecure-dev-key",
+    is_flag=True,
+    help="With no keys configured, generate one (tenant 'default') and print it to stderr.",
+)
+@click.option("--max-body-bytes", type=click.IntRange(1), default=64 * 1024, show_default=True)
+@click.option("--max-message-chars", type=click.IntRange(1), default=32_000, show_default=True)
+@click.option(
+    "--keepalive",
+    type=click.FloatRange(0.1),
+    default=15.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="SSE keep-alive comment interval while a stream waits.",
+)
+@click.option(
+    "--grace",
+    type=click.IntRange(0),
+    default=10,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM: how long open connections (streams) may take to close. Turns in "
+    "flight are then awaited (they are durable: a worker resumes them if this process dies).",
+)
+@click.pass_obj
+def serve(
+    settings: Any,
+    host: str,
+    port: int,
+    app: str | None,
+    default_agent: str | None,
+    keys_file: str | None,
+    insecure_dev_key: bool,
+    max_body_bytes: int,
+    max_message_chars: int,
+    keepalive: float,
+    grace: int,
+) -> None:
+    """Serve the HTTP API (conversations, SSE turns, runs, traces) on uvicorn.
+
+    Every /v1 endpoint needs `Authorization: Bearer KEY`; each key is bound to a tenant.
+    See docs/server.md."""
+    import uvicorn
+
+    from orchestrion.cli import _load_app_agents
+    from orchestrion.demo.support import support_agent
+    from orchestrion.server.app import Limits, create_app
+
+    keys = load_keys(keys_file, insecure_dev_key)
+    app_agents = _load_app_agents(app)
+    agents = [support_agent(), *app_agents]
+    if default_agent is None:
+        default_agent = app_agents[0].name if app_agents else agents[0].name
+    orx = settings.runtime(agents)
+    try:
+        asgi = create_app(
+            orx,
+            keys=keys,
+            limits=Limits(
+                max_body_bytes=max_body_bytes,
+                max_message_chars=max_message_chars,
+                keepalive_seconds=keepalive,
+            ),
+            default_agent=default_agent,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"orchestrion serving on http://{host}:{port} ({len(keys)} API key(s), "
+        f"agents: {', '.join(sorted(orx.agents))})",
+        err=True,
+    )
+    config = uvicorn.Config(
+        asgi,
+        host=host,
+        port=port,
+        lifespan="on",
+        timeout_graceful_shutdown=grace,
+        log_level="info",
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(1)

@@ -1,0 +1,259 @@
+"""The OpenAPI 3.1 document of the service, built from the pydantic models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from orchestrion.server.schemas import (
+    ConversationDetail,
+    ConversationOut,
+    CreateConversation,
+    ErrorBody,
+    EventOut,
+    EventPage,
+    Health,
+    PostMessage,
+    RunOut,
+    TraceOut,
+)
+
+_MODELS: list[type[BaseModel]] = [
+    CreateConversation,
+    PostMessage,
+    ErrorBody,
+    ConversationOut,
+    ConversationDetail,
+    RunOut,
+    EventOut,
+    EventPage,
+    TraceOut,
+    Health,
+]
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(ErrorBody, description)
+
+
+_SSE_DESCRIPTION = (
+    "Server-Sent Events: one frame per durable event (`id: <seq>`, "
+    "`event: <type>`, `data: <EventOut JSON>`), keep-alive comments while waiting; the "
+    "stream ends after `run.finished`."
+)
+_SSE_CONTENT: dict[str, Any] = {"text/event-stream": {"schema": {"type": "string"}}}
+_SSE: dict[str, Any] = {
+    "description": _SSE_DESCRIPTION,
+    "content": _SSE_CONTENT,
+}
+
+_AUTH_ERRORS = {
+    "401": _error("No API key, or a wrong one."),
+}
+
+
+def _id_param(name: str, what: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": f"The {what}'s id. Another tenant's id answers 404 like an unknown id.",
+    }
+
+
+def openapi_document(limits: Any) -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(m, "serialization") for m in _MODELS], ref_template="#/components/schemas/{model}"
+    )
+    schemas = defs.get("$defs", {})
+    run_id = _id_param("run_id", "run")
+    conversation_id = _id_param("conversation_id", "conversation")
+    bad_body = {
+        "400": _error("The body is not JSON."),
+        "413": _error(f"The body is larger than {limits.max_body_bytes} bytes."),
+        "422": _error(
+            "The body is JSON but not valid: a wrong type, an unknown field, a missing "
+            f"field, or a message longer than {limits.max_message_chars} characters."
+        ),
+    }
+    after_params = [
+        {
+            "name": "after",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "Only events with a greater seq.",
+        },
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "A reconnecting SSE client's last seq (wins over `after`).",
+        },
+    ]
+    paths: dict[str, Any] = {
+        "/health": {
+            "get": {
+                "summary": "Liveness (no authentication).",
+                "security": [],
+                "responses": {"200": _json(Health, "The process answers.")},
+            }
+        },
+        "/ready": {
+            "get": {
+                "summary": "Readiness: the store answers (no authentication).",
+                "security": [],
+                "responses": {
+                    "200": _json(Health, "Ready."),
+                    "503": _error("The store does not answer."),
+                },
+            }
+        },
+        "/v1/openapi.json": {
+            "get": {
+                "summary": "This document (no authentication).",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1"}},
+            }
+        },
+        "/v1/conversations": {
+            "post": {
+                "summary": "Start a conversation (its id is generated).",
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref(CreateConversation)}},
+                },
+                "responses": {
+                    "201": _json(ConversationOut, "Created."),
+                    **_AUTH_ERRORS,
+                    **bad_body,
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}": {
+            "get": {
+                "summary": "A conversation: state, version, history, recent runs.",
+                "parameters": [conversation_id],
+                "responses": {
+                    "200": _json(ConversationDetail, "The conversation."),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such conversation."),
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}/messages": {
+            "post": {
+                "summary": "Post a user message: a turn, streamed (SSE) or fire-and-forget.",
+                "parameters": [conversation_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(PostMessage)}},
+                },
+                "responses": {
+                    "200": _SSE,
+                    "202": _json(RunOut, "stream=false: the queued run."),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such conversation."),
+                    "409": _error("busy_policy reject and the conversation has an active turn."),
+                    **bad_body,
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}/trace": {
+            "get": {
+                "summary": "The span tree of every run of a conversation.",
+                "parameters": [conversation_id],
+                "responses": {
+                    "200": _json(TraceOut, "The trace."),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such conversation."),
+                },
+            }
+        },
+        "/v1/runs/{run_id}": {
+            "get": {
+                "summary": "A run: status, answer, error.",
+                "parameters": [run_id],
+                "responses": {
+                    "200": _json(RunOut, "The run."),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such run."),
+                },
+            }
+        },
+        "/v1/runs/{run_id}/events": {
+            "get": {
+                "summary": "A run's events after a seq: SSE until the run ends, or a JSON page.",
+                "parameters": [
+                    run_id,
+                    *after_params,
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "schema": {"enum": ["sse", "json"], "default": "sse"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": _SSE_DESCRIPTION + " With format=json: a page of "
+                        f"at most {limits.max_page_events} events.",
+                        "content": {
+                            **_SSE_CONTENT,
+                            "application/json": {"schema": _ref(EventPage)},
+                        },
+                    },
+                    **_AUTH_ERRORS,
+                    "404": _error("No such run."),
+                    "422": _error("after / Last-Event-ID / format is not valid."),
+                },
+            }
+        },
+        "/v1/runs/{run_id}/cancel": {
+            "post": {
+                "summary": "Cancel a run (202); a finished run answers 200 unchanged.",
+                "parameters": [run_id],
+                "responses": {
+                    "200": _json(RunOut, "The run had already finished."),
+                    "202": _json(RunOut, "Cancellation requested (a queued run is cancelled)."),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such run."),
+                },
+            }
+        },
+        "/v1/runs/{run_id}/trace": {
+            "get": {
+                "summary": "The span tree of a run.",
+                "parameters": [run_id],
+                "responses": {
+                    "200": _json(TraceOut, "The trace."),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such run."),
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "orchestrion",
+            "version": "1",
+            "description": "Durable LLM conversations over HTTP: turns streamed as "
+            "Server-Sent Events with Last-Event-ID resumption. See docs/server.md.",
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"apiKey": []}],
+        "paths": paths,
+    }
