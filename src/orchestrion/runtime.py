@@ -20,7 +20,7 @@ from typing import Any
 
 from orchestrion.engine.agent import Agent, BusyPolicy
 from orchestrion.engine.conversation import ConversationState
-from orchestrion.engine.worker import Worker, log_breaker_event
+from orchestrion.engine.worker import Worker, log_breaker_event, queue_limits
 from orchestrion.errors import NotFound, OrchestrionError
 from orchestrion.models.messages import Message
 from orchestrion.observe.events import Event, new_id, new_trace_id, run_span_id
@@ -219,6 +219,7 @@ class Orchestrion:
                     lease_seconds=self.worker.lease_seconds,
                     now=time.time(),
                     turn_timeout=agent.turn_timeout,
+                    limits=queue_limits(agent),
                 )
                 if lease is not None:
                     claimed = await self.store.get_run(run_id)
@@ -259,6 +260,7 @@ class Orchestrion:
             lease_seconds=self.worker.lease_seconds,
             now=now,
             turn_timeout=agent.turn_timeout,
+            limits=queue_limits(agent),
         )
         if lease is None:
             return False

@@ -33,6 +33,7 @@ from orchestrion.store.base import (
     EffectRecord,
     EventRecord,
     Lease,
+    QueueLimits,
     RunCompletion,
     RunRecord,
     StepRecord,
@@ -110,13 +111,14 @@ async def new_run(
     tenant: str = TENANT,
     busy_policy: str = "enqueue",
     deadline_at: float | None = None,
+    agent: str = AGENT,
 ) -> RunRecord:
     run_id = run_id or uid("run")
     return await store.create_run(
         run_id=run_id,
         conversation_id=cid,
         tenant=tenant,
-        agent=AGENT,
+        agent=agent,
         input={"message": f"hello from {run_id}", "nested": {"n": [1, 2.5, None, "é"]}},
         trace_id="t" * 32,
         deadline_at=deadline_at,
@@ -875,6 +877,139 @@ class StoreConformance:
         report = await store.purge_expired(now=now)
         assert report.conversations == 0
         assert (await store.get_conversation(cid)).id == cid
+
+    # ---- per-queue limits shared by every store on the database -------------------------
+
+    async def _queue(self, store: Store, queue: str, n: int) -> list[RunRecord]:
+        """n queued runs of `queue`, each heading its own conversation."""
+        return [await new_run(store, await conversation(store), agent=queue) for _ in range(n)]
+
+    async def test_max_running_refuses_starts_beyond_the_limit_until_a_run_ends(
+        self, store: Store, store_factory: Callable[[], Store]
+    ) -> None:
+        limits = QueueLimits("limited", max_running=2)
+        runs = await self._queue(store, "limited", 4)
+        other_queue = await self._queue(store, "other", 1)
+        go = dict(expected_epoch=0, lease_seconds=LEASE, now=time.time(), limits=limits)
+        async with store_factory() as other:
+            first = await store.claim(runs[0].id, owner="a", **go)
+            second = await other.claim(runs[1].id, owner="b", **go)
+            assert first is not None and second is not None
+            # The queue is full, whichever store asks.
+            assert await store.claim(runs[2].id, owner="a", **go) is None
+            assert await other.claim(runs[3].id, owner="b", **go) is None
+            refused = await store.get_run(runs[2].id)
+            assert (refused.status, refused.epoch, refused.owner) == ("queued", 0, None)
+            # Another queue is not affected by this one's limit.
+            assert (
+                await other.claim(
+                    other_queue[0].id,
+                    owner="b",
+                    expected_epoch=0,
+                    lease_seconds=LEASE,
+                    now=time.time(),
+                    limits=QueueLimits("other", max_running=1),
+                )
+                is not None
+            )
+            # A takeover adds no running run: it is never refused by the limit.
+            taken = await other.claim(runs[0].id, owner="c", **{**go, "expected_epoch": 1})
+            assert taken == Lease(run_id=runs[0].id, owner="c", epoch=2)
+            # A run that ends frees its place: the refused run starts now.
+            await other.complete_run(taken, completion(), now=time.time())
+            assert await store.claim(runs[2].id, owner="a", **go) is not None
+            assert await other.claim(runs[3].id, owner="b", **go) is None
+            # So does a released run (it is queued again, and counts again once claimed).
+            await other.release(second)
+            assert await store.claim(runs[3].id, owner="a", **go) is not None
+            assert await other.claim(runs[1].id, owner="b", **{**go, "expected_epoch": 1}) is None
+        running = [r for r in await store.list_runs() if r.status == "running"]
+        assert sorted(r.agent for r in running) == ["limited", "limited", "other"]
+
+    async def test_racing_claims_of_one_queue_never_exceed_max_running(
+        self, store: Store, store_factory: Callable[[], Store]
+    ) -> None:
+        limits = QueueLimits("limited", max_running=3)
+        runs = await self._queue(store, "limited", 12)
+        async with store_factory() as other, store_factory() as third:
+            stores = [store, other, third]
+            leases = await asyncio.gather(
+                *(
+                    stores[i % 3].claim(
+                        r.id,
+                        owner=f"w{i % 3}",
+                        expected_epoch=0,
+                        lease_seconds=LEASE,
+                        now=time.time(),
+                        limits=limits,
+                    )
+                    for i, r in enumerate(runs)
+                )
+            )
+        assert sum(lease is not None for lease in leases) == 3
+        statuses = [(await store.get_run(r.id)).status for r in runs]
+        assert statuses.count("running") == 3 and statuses.count("queued") == 9
+
+    async def test_max_per_second_is_a_token_bucket_shared_by_every_store(
+        self, store: Store, store_factory: Callable[[], Store]
+    ) -> None:
+        limits = QueueLimits("metered", max_per_second=2.0, burst=2)
+        runs = await self._queue(store, "metered", 6)
+        unmetered = await self._queue(store, "free", 1)
+
+        async def start(s: Store, run: RunRecord, now: float) -> bool:
+            lease = await s.claim(
+                run.id, owner="w", expected_epoch=0, lease_seconds=LEASE, now=now, limits=limits
+            )
+            return lease is not None
+
+        async with store_factory() as other:
+            # A full bucket: a burst of 2, then nothing until tokens refill at 2 per second.
+            assert await start(store, runs[0], 1000.0)
+            assert await start(other, runs[1], 1000.0)
+            assert not await start(store, runs[2], 1000.0)
+            assert not await start(other, runs[2], 1000.2)  # 0.4 of a token
+            assert (await store.get_run(runs[2].id)).status == "queued"
+            assert await start(other, runs[2], 1000.6)  # 1.2 tokens: one start
+            assert not await start(store, runs[3], 1000.7)  # 0.4 left
+            # The bucket holds at most `burst` tokens, however long it was idle.
+            assert await start(store, runs[3], 5000.0)
+            assert await start(other, runs[4], 5000.0)
+            assert not await start(store, runs[5], 5000.0)
+            # Other queues are not metered by it.
+            assert (
+                await other.claim(
+                    unmetered[0].id, owner="w", expected_epoch=0, lease_seconds=LEASE, now=5000.0
+                )
+                is not None
+            )
+        statuses = [(await store.get_run(r.id)).status for r in runs]
+        assert statuses == ["running"] * 5 + ["queued"]
+
+    async def test_both_limits_together_and_a_refusal_takes_no_token(self, store: Store) -> None:
+        limits = QueueLimits("both", max_running=1, max_per_second=1.0, burst=1)
+        runs = await self._queue(store, "both", 3)
+        go = dict(owner="w", expected_epoch=0, lease_seconds=LEASE, limits=limits)
+        lease = await store.claim(runs[0].id, now=1000.0, **go)
+        assert lease is not None
+        # Full (1 running): refused, and the refusal spends no token ...
+        assert await store.claim(runs[1].id, now=1002.0, **go) is None
+        await store.complete_run(lease, completion(), now=1002.0)
+        # ... so once the running run ended, the start at 1002 finds a token.
+        assert await store.claim(runs[1].id, now=1002.0, **go) is not None
+
+    async def test_limits_of_another_queue_are_an_error(self, store: Store) -> None:
+        run = (await self._queue(store, "mine", 1))[0]
+        with pytest.raises(ValueError, match="theirs"):
+            await store.claim(
+                run.id,
+                owner="w",
+                expected_epoch=0,
+                lease_seconds=LEASE,
+                now=time.time(),
+                limits=QueueLimits("theirs", max_running=5),
+            )
+        assert (await store.get_run(run.id)).status == "queued"
 
     # ---- breakers -----------------------------------------------------------------------
 

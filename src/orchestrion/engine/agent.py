@@ -60,6 +60,9 @@ class Agent:
     turn_timeout: float = 300.0  # the whole turn's deadline, seconds
     conversation_ttl: float = 7 * 24 * 3600.0
     busy_policy: BusyPolicy = "enqueue"
+    # Fleet-wide limits of this agent's queue, enforced by the store at claim time.
+    max_concurrent_runs: int | None = None
+    max_starts_per_second: float | None = None
     degradation_message: str = DEFAULT_DEGRADATION
     # Model calls: retries (None: none), per-attempt timeout, hedging, fallback models.
     retry: RetryPolicy | None = field(default_factory=RetryPolicy)

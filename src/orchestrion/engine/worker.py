@@ -13,7 +13,7 @@ from orchestrion.engine.owner import owner_is_gone, process_identity
 from orchestrion.engine.runner import DEFAULT_LEASE_SECONDS, RunExecutor
 from orchestrion.observe.events import Sink
 from orchestrion.resilience.shared import BreakerRegistry
-from orchestrion.store.base import Lease, RunRecord, Store
+from orchestrion.store.base import Lease, QueueLimits, RunRecord, Store
 
 log = logging.getLogger("orchestrion.worker")
 
@@ -26,6 +26,17 @@ def log_breaker_event(type_: str, attributes: dict[str, Any]) -> None:
             attributes.get("from"),
             attributes.get("to"),
         )
+
+
+def queue_limits(agent: Agent) -> QueueLimits | None:
+    """The fleet-wide limits of an agent's queue, or None when it has none."""
+    if agent.max_concurrent_runs is None and agent.max_starts_per_second is None:
+        return None
+    return QueueLimits(
+        agent.name,
+        max_running=agent.max_concurrent_runs,
+        max_per_second=agent.max_starts_per_second,
+    )
 
 
 class Worker:
@@ -44,6 +55,8 @@ class Worker:
         # One breaker and one retry budget per dependency for this whole process.
         self.breakers = breakers or BreakerRegistry(store, on_event=log_breaker_event)
         self.agents = agents
+        for agent in agents.values():
+            queue_limits(agent)  # invalid limits fail here, not in the claim loop
         self.owner = process_identity()
         self.concurrency = max(1, concurrency)
         self.lease_seconds = lease_seconds
@@ -62,8 +75,9 @@ class Worker:
     async def claim_next(self) -> tuple[RunRecord, Lease, bool] | None:
         """Claim one run this worker can execute: (run, lease, resumed) or None."""
         now = time.time()
+        full: set[str] = set()  # queues at their fleet limit in this pass
         for run in await self.store.claimable_runs(now=now, limit=50):
-            if run.id in self._active:
+            if run.id in self._active or run.agent in full:
                 continue
             agent = self.agents.get(run.agent)
             if agent is None:
@@ -82,10 +96,15 @@ class Worker:
                 lease_seconds=self.lease_seconds,
                 now=now,
                 turn_timeout=agent.turn_timeout,
+                limits=queue_limits(agent),
             )
             if lease is not None:
                 resumed = run.status == "running" or run.started_at is not None
                 return await self.store.get_run(run.id), lease, resumed
+            if run.status == "queued" and queue_limits(agent) is not None:
+                # Lost the race, or the queue is at its limit: either way, its other runs
+                # can wait for the next pass; other queues go on.
+                full.add(run.agent)
         return None
 
     async def execute(

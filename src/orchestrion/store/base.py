@@ -125,6 +125,57 @@ class RunCompletion:
     events: list[EventRecord]
 
 
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """Limits of one queue (an agent name) shared by every worker of the store, enforced
+    atomically by `Store.claim` when a queued run starts (takeovers of running runs are
+    never refused: they do not add a running run).
+
+    - `max_running`: at most this many runs of the queue are `running` at once.
+    - `max_per_second`: starts per second, a token bucket of `burst` tokens (default:
+      max(1, max_per_second)) refilled at `max_per_second` tokens a second, measured
+      with the claimers' `now` (keep clocks in sync, as for leases).
+    """
+
+    queue: str
+    max_running: int | None = None
+    max_per_second: float | None = None
+    burst: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_running is not None and self.max_running < 1:
+            raise ValueError(f"queue {self.queue!r}: max_running must be at least 1")
+        if self.max_per_second is not None and not self.max_per_second > 0:
+            raise ValueError(f"queue {self.queue!r}: max_per_second must be positive")
+        if self.burst is not None and self.burst < 1:
+            raise ValueError(f"queue {self.queue!r}: burst must be at least 1")
+
+    @property
+    def bucket_size(self) -> float:
+        if self.burst is not None:
+            return float(self.burst)
+        return max(1.0, float(self.max_per_second or 1.0))
+
+    @property
+    def active(self) -> bool:
+        return self.max_running is not None or self.max_per_second is not None
+
+    def take_token(self, bucket: tuple[Any, ...] | None, now: float) -> float | None:
+        """The tokens left after one start at `now`, from the stored bucket (tokens,
+        updated_at) (None: a new, full bucket); None when no token is available."""
+        rate = self.max_per_second
+        assert rate is not None
+        size = self.bucket_size
+        if bucket is None:
+            level = size
+        else:
+            tokens, updated_at = float(bucket[0]), float(bucket[1])
+            level = min(size, tokens + max(0.0, now - updated_at) * rate)
+        if level < 1.0 - 1e-9:
+            return None
+        return max(0.0, level - 1.0)
+
+
 @dataclass(slots=True)
 class PurgeReport:
     conversations: int = 0
@@ -247,10 +298,16 @@ class Store(abc.ABC):
         lease_seconds: float,
         now: float,
         turn_timeout: float | None = None,
+        limits: QueueLimits | None = None,
     ) -> Lease | None:
         """Take a run: a queued run at the head of its conversation, or a running run
         still at `expected_epoch` (a takeover). Bumps the epoch. None if someone else won.
-        The first claim fixes the run's deadline at now + turn_timeout."""
+        The first claim fixes the run's deadline at now + turn_timeout.
+
+        With `limits` (of the run's queue, i.e. its agent), starting a queued run is also
+        refused (None, the run stays queued and can be claimed later) when the queue
+        already has `max_running` runs running, or its token bucket is empty; checked and
+        updated atomically with the claim, for every process on the store."""
 
     @abc.abstractmethod
     async def renew_lease(self, lease: Lease, *, lease_seconds: float, now: float) -> bool:

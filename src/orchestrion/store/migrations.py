@@ -128,6 +128,14 @@ SQLITE_MIGRATIONS: list[str] = [
     );
     CREATE INDEX response_cache_by_age ON response_cache (updated_at);
     """,
+    # 4: per-queue start rate limits shared by every worker (a token bucket per queue)
+    """
+    CREATE TABLE queue_limits (
+        queue      TEXT PRIMARY KEY,
+        tokens     REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 ]
 
 # PostgreSQL: the same versions as SQLite's list (migration N here brings the same tables
@@ -255,5 +263,13 @@ POSTGRES_MIGRATIONS: list[str] = [
         updated_at DOUBLE PRECISION NOT NULL
     );
     CREATE INDEX response_cache_by_age ON response_cache (updated_at);
+    """,
+    # 4: per-queue start rate limits shared by the fleet (a token bucket per queue)
+    """
+    CREATE TABLE queue_limits (
+        queue      TEXT PRIMARY KEY,
+        tokens     DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
     """,
 ]

@@ -53,6 +53,7 @@ from orchestrion.store.base import (
     EventRecord,
     Lease,
     PurgeReport,
+    QueueLimits,
     RunCompletion,
     RunRecord,
     StepRecord,
@@ -696,6 +697,7 @@ class PostgresStore(Store):
         lease_seconds: float,
         now: float,
         turn_timeout: float | None = None,
+        limits: QueueLimits | None = None,
     ) -> Lease | None:
         deadline = None if turn_timeout is None else now + turn_timeout
 
@@ -710,7 +712,7 @@ class PostgresStore(Store):
             # SKIP LOCKED: a run another worker is claiming (or writing to) right now is
             # not waited for; this claim simply loses.
             cur = await conn.execute(
-                "SELECT status, epoch, conversation_id, position FROM runs WHERE id = %s "
+                "SELECT status, epoch, conversation_id, position, agent FROM runs WHERE id = %s "
                 "FOR NO KEY UPDATE SKIP LOCKED",
                 (run_id,),
             )
@@ -720,7 +722,7 @@ class PostgresStore(Store):
                 if await cur.fetchone() is None:
                     raise NotFound(f"run {run_id!r} not found")
                 return None
-            status, epoch, conversation_id, position = row
+            status, epoch, conversation_id, position, agent = row
             if epoch != expected_epoch or status not in ("queued", "running"):
                 return None
             if status == "queued":
@@ -731,6 +733,12 @@ class PostgresStore(Store):
                 )
                 if await cur.fetchone() is not None:
                     return None
+                if (
+                    limits is not None
+                    and limits.active
+                    and not await self._within_limits(conn, limits, agent, now)
+                ):
+                    return None
             await conn.execute(
                 "UPDATE runs SET status = 'running', owner = %s, epoch = epoch + 1, "
                 "lease_expires_at = %s, started_at = COALESCE(started_at, %s), "
@@ -740,6 +748,42 @@ class PostgresStore(Store):
             return Lease(run_id=run_id, owner=owner, epoch=epoch + 1)
 
         return await self._tx(tx)
+
+    async def _within_limits(self, conn: Conn, limits: QueueLimits, agent: str, now: float) -> bool:
+        """Whether a run of queue `agent` may start now (takes a token when it may).
+
+        Claims of one queue are serialised by a transaction-scoped advisory lock on
+        (schema, queue), taken after the run row's lock: the count below then sees every
+        start committed before it, and no other start of the queue commits until this
+        transaction ends. Other queues, and takeovers, are never blocked by it."""
+        if limits.queue != agent:
+            raise ValueError(f"limits of queue {limits.queue!r} given for a run of queue {agent!r}")
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))",
+            (f"orchestrion-queue:{self.schema}", agent),
+        )
+        if limits.max_running is not None:
+            cur = await conn.execute(
+                "SELECT count(*) FROM runs WHERE status = 'running' AND agent = %s", (agent,)
+            )
+            running = await cur.fetchone()
+            if running is not None and int(running[0]) >= limits.max_running:
+                return False
+        if limits.max_per_second is not None:
+            cur = await conn.execute(
+                "SELECT tokens, updated_at FROM queue_limits WHERE queue = %s", (agent,)
+            )
+            bucket = await cur.fetchone()
+            left = limits.take_token(bucket, now)
+            if left is None:
+                return False
+            await conn.execute(
+                "INSERT INTO queue_limits (queue, tokens, updated_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (queue) DO UPDATE SET tokens = excluded.tokens, "
+                "updated_at = GREATEST(queue_limits.updated_at, excluded.updated_at)",
+                (agent, left, now),
+            )
+        return True
 
     async def renew_lease(self, lease: Lease, *, lease_seconds: float, now: float) -> bool:
         async def go(conn: Conn, _ambiguous: bool) -> bool:

@@ -38,6 +38,7 @@ from orchestrion.store.base import (
     EventRecord,
     Lease,
     PurgeReport,
+    QueueLimits,
     RunCompletion,
     RunRecord,
     StepRecord,
@@ -185,6 +186,32 @@ def _fence(
             f"run {lease.run_id}: lease epoch {lease.epoch} is no longer current "
             "(another worker took the run over); this write was refused"
         )
+
+
+def _within_limits(conn: sqlite3.Connection, limits: QueueLimits, agent: str, now: float) -> bool:
+    """Whether a run of queue `agent` may start now; takes a token when it may."""
+    if limits.queue != agent:
+        raise ValueError(f"limits of queue {limits.queue!r} given for a run of queue {agent!r}")
+    if limits.max_running is not None:
+        running = conn.execute(
+            "SELECT count(*) FROM runs WHERE status = 'running' AND agent = ?", (agent,)
+        ).fetchone()[0]
+        if running >= limits.max_running:
+            return False
+    if limits.max_per_second is not None:
+        bucket = conn.execute(
+            "SELECT tokens, updated_at FROM queue_limits WHERE queue = ?", (agent,)
+        ).fetchone()
+        left = limits.take_token(bucket, now)
+        if left is None:
+            return False
+        conn.execute(
+            "INSERT INTO queue_limits (queue, tokens, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (queue) DO UPDATE SET tokens = excluded.tokens, "
+            "updated_at = max(queue_limits.updated_at, excluded.updated_at)",
+            (agent, left, now),
+        )
+    return True
 
 
 def inspect_sqlite_file(path: Path) -> str:
@@ -537,16 +564,18 @@ class SQLiteStore(Store):
         lease_seconds: float,
         now: float,
         turn_timeout: float | None = None,
+        limits: QueueLimits | None = None,
     ) -> Lease | None:
         deadline = None if turn_timeout is None else now + turn_timeout
 
         def tx(conn: sqlite3.Connection) -> Lease | None:
             row = conn.execute(
-                "SELECT status, epoch, conversation_id, position FROM runs WHERE id = ?", (run_id,)
+                "SELECT status, epoch, conversation_id, position, agent FROM runs WHERE id = ?",
+                (run_id,),
             ).fetchone()
             if row is None:
                 raise NotFound(f"run {run_id!r} not found")
-            status, epoch, conversation_id, position = row
+            status, epoch, conversation_id, position, agent = row
             if epoch != expected_epoch or status not in ("queued", "running"):
                 return None
             if status == "queued":
@@ -556,6 +585,14 @@ class SQLiteStore(Store):
                     (conversation_id, position),
                 ).fetchone()
                 if ahead is not None:
+                    return None
+                # The IMMEDIATE transaction holds the write lock: no other process can
+                # start a run between this count and the update below.
+                if (
+                    limits is not None
+                    and limits.active
+                    and not _within_limits(conn, limits, agent, now)
+                ):
                     return None
             conn.execute(
                 "UPDATE runs SET status = 'running', owner = ?, epoch = epoch + 1, "
