@@ -38,6 +38,8 @@ def _load_app_agents(spec: str | None) -> list[Agent]:
     if not spec:
         return []
     module_name, _, attribute = spec.partition(":")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules of this folder import
     if not attribute:
         raise click.BadParameter(
             "expected module:attribute, e.g. myapp.agents:support", param_hint="--app"
@@ -191,7 +193,9 @@ async def _demo_turn(
                     click.echo("")
                 click.secho(f"  -> {event.name.removeprefix('execute_tool ')}", dim=True)
                 mid_line = False
-            elif event.type.startswith("retry.") or event.type.startswith("breaker."):
+            elif event.type in ("retry.wait", "retry.giveup", "fallback.used") or (
+                event.type.startswith("breaker.")
+            ):
                 if mid_line:
                     click.echo("")
                 click.secho(f"  !! {event.type} {event.attributes.get('reason', '')}", dim=True)

@@ -311,3 +311,23 @@ async def test_purge_deletes_expired_conversations_but_not_active_ones(db_path: 
             await orx.result(done.run_id)
         assert await orx.store.list_effects(conversation_id="old") == []
         assert (await orx.store.get_run(queued.id)).status == "queued"
+
+
+async def test_a_tool_records_several_effects_under_named_parts(db_path: Path) -> None:
+    outcomes: list[tuple[bool, bool, bool]] = []
+
+    @tool(effect="write")
+    async def order(ctx: ToolContext) -> str:
+        """Charge, then email a receipt."""
+        charged = await ctx.record_effect("charge", {"amount": 5})
+        receipt = await ctx.record_effect("email", {"to": "ada"}, part="receipt")
+        again = await ctx.record_effect("email", {"to": "ada"}, part="receipt")
+        outcomes.append((charged, receipt, again))
+        return "ordered"
+
+    agent = Agent("o", model=ScriptedModel([call("order"), say("done")]), tools=[order])
+    async with Orchestrion(store_url(db_path), agents=[agent]) as orx:
+        result = await orx.send("o", "order")
+        assert outcomes == [(True, True, False)]
+        keys = sorted(e.idempotency_key for e in await orx.store.list_effects())
+        assert keys == [f"{result.run_id}:2", f"{result.run_id}:2/receipt"]

@@ -60,6 +60,20 @@ async def test_completed_steps_are_not_executed_again_on_resume(db_path: Path) -
         history = await orx.history("c1")
         assert [m.role for m in history].count("user") == 1
         assert history[-1].content == "It is sunny in Paris; Ada knows."
+        # The resumed run did not write its recorded rounds' state changes a second time.
+        moves = [
+            (e.attributes["from"], e.attributes["to"])
+            for e in await orx.store.read_events(run.id)
+            if e.type == "state.changed"
+        ]
+        assert moves == [
+            ("AWAITING_INPUT", "STREAMING_RESPONSE"),
+            ("STREAMING_RESPONSE", "PROCESSING_TOOLS"),
+            ("PROCESSING_TOOLS", "STREAMING_RESPONSE"),
+            ("STREAMING_RESPONSE", "PROCESSING_TOOLS"),
+            ("PROCESSING_TOOLS", "STREAMING_RESPONSE"),
+            ("STREAMING_RESPONSE", "AWAITING_INPUT"),
+        ]
 
 
 async def test_changed_code_under_a_recorded_run_is_a_non_determinism_error(db_path: Path) -> None:

@@ -191,6 +191,8 @@ class RunExecutor:
             self._turn.cancel()
 
     async def _set_state(self, new: ConversationState) -> None:
+        if self.journal is not None and self.journal.replaying():
+            return  # recorded steps already moved the conversation: nothing new happened
         if new == self._state:
             return
         check_transition(self._state, new)

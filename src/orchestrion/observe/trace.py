@@ -78,8 +78,9 @@ def build_run_tree(events: list[EventRecord]) -> list[Span]:
             if e.parent_span_id is not None:
                 span.parent_span_id = e.parent_span_id
         if e.end is not None:
-            span.end, span.latency_ms, span.status = e.end, e.latency_ms, e.status
-            span.type = e.type
+            span.end, span.status, span.type = e.end, e.status, e.type
+            # From the first start seen: a step re-executed after a crash spans both tries.
+            span.latency_ms = round((span.end - span.start) * 1000, 3)
     roots: list[Span] = []
     for span_id in order:
         span = spans[span_id]

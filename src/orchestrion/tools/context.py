@@ -43,15 +43,19 @@ class ToolContext:
         if left is not None and left <= 0:
             raise DeadlineExceeded(f"tool {self.tool_name!r}: the turn's deadline has passed")
 
-    async def record_effect(self, kind: str, payload: dict[str, Any]) -> bool:
+    async def record_effect(
+        self, kind: str, payload: dict[str, Any], *, part: str | None = None
+    ) -> bool:
         """Record a side effect in the store under this call's idempotency key.
 
         Returns True the first time, False when the same key was already recorded (the
-        effect happened before a crash or retry and must not be repeated).
+        effect happened before a crash or retry and must not be repeated). A tool with
+        several effects names each with `part` (the key becomes "KEY/part").
         """
         if self._record_effect is None:
             raise RuntimeError("this ToolContext is not attached to a store")
-        return await self._record_effect(self.idempotency_key, kind, payload)
+        key = self.idempotency_key if part is None else f"{self.idempotency_key}/{part}"
+        return await self._record_effect(key, kind, payload)
 
     async def progress(self, message: str, fraction: float | None = None) -> None:
         """Report progress; it appears as an event in the turn's stream and trace."""
