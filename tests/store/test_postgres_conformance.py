@@ -8,7 +8,17 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
-from conformance import LEASE, StoreConformance, claim, completion, conversation, new_run, step
+from conformance import (
+    LEASE,
+    StoreConformance,
+    claim,
+    completion,
+    conversation,
+    event,
+    new_run,
+    running_run,
+    step,
+)
 from pg import fresh_schema, sql, store_url
 
 from orchestrion.errors import NotAnOrchestrionStore, SchemaTooNew, StoreError
@@ -104,3 +114,57 @@ async def test_wait_for_work_wakes_on_a_queued_run_from_another_store(schema: st
         assert not waiter.done()
         await new_run(other, cid)
         await asyncio.wait_for(waiter, 60.0)  # a hang guard: NOTIFY must wake it, not the timeout
+
+
+async def test_wait_for_events_wakes_on_a_write_to_its_run_from_another_store(
+    schema: str,
+) -> None:
+    async with open_store(store_url(schema)) as reader, open_store(store_url(schema)) as writer:
+        assert reader.notifies_events
+        cid = await conversation(writer)
+        _, watched, lease = await running_run(writer, cid)
+        other_cid = await conversation(writer)
+        _, unrelated, other_lease = await running_run(writer, other_cid)
+        await reader.wait_for_events(watched.id, 5.0)  # starts listening (returns at once)
+        waiter = asyncio.create_task(reader.wait_for_events(watched.id, 300.0))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        # Events of another run do not wake the readers of this one.
+        await writer.append_events(other_lease, [event(unrelated.id, 2)])
+        await asyncio.sleep(0.5)
+        assert not waiter.done()
+        started = time.monotonic()
+        await writer.record_step(lease, step(lease, 1), [event(watched.id, 2)], lease_seconds=LEASE)
+        # A hang guard far below the 300 s timeout: the NOTIFY woke it, not the timeout.
+        await asyncio.wait_for(waiter, 10.0)
+        assert time.monotonic() - started < 10.0
+        # Each kind of write wakes it: appended events, the end of the run, a cancel.
+        for write in (
+            writer.append_events(lease, [event(watched.id, 3)]),
+            writer.request_cancel(watched.id),
+            writer.complete_run(lease, completion(), now=time.time()),
+        ):
+            waiter = asyncio.create_task(reader.wait_for_events(watched.id, 300.0))
+            await asyncio.sleep(0.2)
+            assert not waiter.done()
+            await write
+            await asyncio.wait_for(waiter, 10.0)
+
+
+async def test_a_notification_between_a_read_and_the_next_wait_is_not_slept_through(
+    schema: str,
+) -> None:
+    async with open_store(store_url(schema)) as reader, open_store(store_url(schema)) as writer:
+        _, run, lease = await running_run(writer)
+        await reader.wait_for_events(run.id, 5.0)  # listening, and watching this run
+        await reader.wait_for_events(run.id, 0.2)
+        # Written while nobody waits (a reader busy reading): the next wait returns at once.
+        await writer.append_events(lease, [event(run.id, 2)])
+        await asyncio.sleep(0.5)  # the notification arrives meanwhile
+        await asyncio.wait_for(reader.wait_for_events(run.id, 300.0), 10.0)
+        # ... and only once: the wait after it sleeps until something new happens.
+        waiter = asyncio.create_task(reader.wait_for_events(run.id, 300.0))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        await writer.append_events(lease, [event(run.id, 3)])
+        await asyncio.wait_for(waiter, 10.0)

@@ -187,6 +187,9 @@ class Store(abc.ABC):
     """A durable home for conversations, runs, steps, events and side effects."""
 
     url: str
+    # True when `wait_for_events` is woken by the backend (e.g. PostgreSQL NOTIFY), so
+    # readers may pass it a long fallback timeout instead of polling often.
+    notifies_events: bool = False
 
     # ---- lifecycle --------------------------------------------------------------------
 

@@ -216,6 +216,21 @@ def _connection_gone(exc: psycopg.OperationalError) -> bool:
     return state is None or state.startswith("08") or state in _GONE_STATES
 
 
+# How long the wake-up of a run nobody waits for any more is kept.
+_WATCH_TTL = 60.0
+
+
+class _Watch:
+    """The readers of one run waiting in this process, and whether a notification came."""
+
+    __slots__ = ("event", "last", "waiters")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.waiters = 0
+        self.last = time.monotonic()
+
+
 class PostgresStore(Store):
     """A store in one PostgreSQL schema. URL: postgresql://user@host:port/db?schema=NAME."""
 
@@ -227,6 +242,7 @@ class PostgresStore(Store):
         max_connections: int = 10,
         connect_timeout: float = 5.0,
         reconnect_patience: float = 60.0,
+        event_notifications: bool = True,
     ) -> None:
         self.url = url
         self._conninfo, self.schema, self.where = parse_postgres_url(url)
@@ -235,6 +251,11 @@ class PostgresStore(Store):
         self.connect_timeout = connect_timeout
         self.reconnect_patience = reconnect_patience
         self.channel = f"orchestrion_{self.schema}"
+        # NOTIFY payload: a run id, on every write that adds events to a run or ends it.
+        # (At most 61 characters: channel names are cut at 63.)
+        self.events_channel = f"orx_events_{self.schema}"
+        self.event_notifications = event_notifications
+        self.notifies_events = event_notifications
         # Named after the schema, so an operator can see (and end) a store's connections.
         self.application_name = f"orchestrion/{self.schema}"
         self._extra: dict[str, Any] = {}
@@ -243,6 +264,9 @@ class PostgresStore(Store):
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._work: asyncio.Event | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._listener_events = False  # whether the running listener LISTENs for events
+        self._watched: dict[str, _Watch] = {}  # run id -> readers waiting in this process
+        self._next_prune = 0.0
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -370,6 +394,8 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
+        self._listener_events = False
+        self._wake_all()  # readers waiting on a closing store look at it (and fail) now
         if listener is not None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -460,11 +486,30 @@ class PostgresStore(Store):
         """Delivered to every listener when the surrounding transaction commits."""
         await conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
 
+    async def _notify_events(self, conn: Conn, run_id: str) -> None:
+        """Wake the readers of `run_id` (in every process) when the transaction commits."""
+        if self.event_notifications:
+            await conn.execute("SELECT pg_notify(%s, %s)", (self.events_channel, run_id))
+
+    def _events_notify_sql(self, run_param: str) -> str:
+        """A select-list item sending the events notification within one statement."""
+        if not self.event_notifications:
+            return "NULL"
+        return f"pg_notify(%(events_channel)s, %({run_param})s)"
+
     # ---- wake-ups ---------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        """Keep one LISTEN connection; every notification (and every reconnect, since
-        notifications may have been missed meanwhile) wakes `wait_for_work`."""
+    def _wake_all(self) -> None:
+        if self._work is not None:
+            self._work.set()
+        for watch in self._watched.values():
+            watch.event.set()
+
+    async def _listen(self, events: bool) -> None:
+        """Keep one LISTEN connection for this store object: work notifications wake
+        `wait_for_work`, events notifications (LISTENed once a reader waits) wake the
+        readers of that run in `wait_for_events`. Every (re)connect wakes everyone, since
+        notifications may have been missed meanwhile."""
         delay = 0.1
         while True:
             try:
@@ -473,27 +518,80 @@ class PostgresStore(Store):
                 )
                 async with conn:
                     await conn.execute(f'LISTEN "{self.channel}"')
+                    if events:
+                        await conn.execute(f'LISTEN "{self.events_channel}"')
                     delay = 0.1
-                    if self._work is not None:
-                        self._work.set()
-                    async for _ in conn.notifies():
-                        if self._work is not None:
-                            self._work.set()
+                    self._wake_all()
+                    async for note in conn.notifies():
+                        if note.channel == self.channel:
+                            if self._work is not None:
+                                self._work.set()
+                        else:
+                            watch = self._watched.get(note.payload)
+                            if watch is not None:
+                                watch.event.set()
             except psycopg.Error:
                 pass
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 5.0)
+
+    async def _ensure_listener(self, *, events: bool) -> None:
+        listener = self._listener
+        if listener is not None and not listener.done():
+            if self._listener_events or not events:
+                return
+            # The first reader: listen again, now for events too (once per store object).
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
+        self._listener_events = events or self._listener_events
+        self._listener = asyncio.create_task(
+            self._listen(self._listener_events), name="orchestrion-listen"
+        )
 
     async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109
         work = self._work
         if self._pool is None or work is None:
             await asyncio.sleep(timeout)
             return
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.create_task(self._listen(), name="orchestrion-listen")
+        await self._ensure_listener(events=False)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(work.wait(), timeout)
         work.clear()
+
+    async def wait_for_events(self, run_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        """Return when a NOTIFY says the run has new events or changed (or the listener
+        reconnected), or after `timeout` seconds: polling stays the fallback.
+
+        A notification that arrives between a reader's read and its next wait is kept
+        (per run, while some reader of it waited here in the last minute), so that wait
+        returns at once instead of sleeping through it."""
+        if self._pool is None or not self.event_notifications:
+            await asyncio.sleep(timeout)
+            return
+        await self._ensure_listener(events=True)
+        now = time.monotonic()
+        if now >= self._next_prune:
+            self._next_prune = now + _WATCH_TTL
+            for rid, old in list(self._watched.items()):
+                if not old.waiters and now - old.last > _WATCH_TTL:
+                    del self._watched[rid]
+        watch = self._watched.get(run_id)
+        if watch is None:
+            watch = self._watched[run_id] = _Watch()
+        elif watch.event.is_set() and not watch.waiters:
+            watch.event.clear()  # notified since the last wait ended: look now
+            watch.last = now
+            return
+        watch.waiters += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.event.wait(), timeout)
+        finally:
+            watch.waiters -= 1
+            watch.last = time.monotonic()
+            if not watch.waiters:
+                watch.event.clear()
 
     async def notify_work(self) -> None:
         async def go(conn: Conn, _ambiguous: bool) -> None:
@@ -568,6 +666,8 @@ class PostgresStore(Store):
                     "(changed concurrently)"
                 )
             await self._insert_events(conn, events)
+            if events:
+                await self._notify_events(conn, lease.run_id)
 
         await self._tx(tx)
 
@@ -849,6 +949,7 @@ class PostgresStore(Store):
                     "UPDATE runs SET cancel_requested = TRUE WHERE id = %s", (run_id,)
                 )
                 run.cancel_requested = True
+            await self._notify_events(conn, run_id)
             return run
 
         return await self._tx(tx)
@@ -905,6 +1006,7 @@ class PostgresStore(Store):
                 )
             await self._insert_events(conn, completion.events)
             await self._notify(conn)  # the next run of the conversation is now claimable
+            await self._notify_events(conn, lease.run_id)
 
         await self._tx(tx)
 
@@ -953,8 +1055,9 @@ class PostgresStore(Store):
             ), ev AS (
                 INSERT INTO events ({_EVENT_COLUMNS}) SELECT e.* FROM fence, {_EVENTS_FROM}
             )
-            SELECT count(*) FROM fence
+            SELECT (SELECT count(*) FROM fence), {self._events_notify_sql("lease_run")}
         """
+        params["events_channel"] = self.events_channel
 
         async def go(conn: Conn, ambiguous: bool) -> None:
             if ambiguous:
@@ -986,8 +1089,9 @@ class PostgresStore(Store):
             WITH fence AS ({_FENCE_LOCK}), ev AS (
                 INSERT INTO events ({_EVENT_COLUMNS}) SELECT e.* FROM fence, {_EVENTS_FROM}
             )
-            SELECT count(*) FROM fence
+            SELECT (SELECT count(*) FROM fence), {self._events_notify_sql("run_id")}
         """
+        params["events_channel"] = self.events_channel
 
         async def go(conn: Conn, ambiguous: bool) -> None:
             if ambiguous and await self._events_exist(conn, events):
