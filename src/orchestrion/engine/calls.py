@@ -67,6 +67,12 @@ def run_sink(emitter: RunEmitter, span_id: str) -> Callable[[str, dict[str, Any]
     """Resilience events of one step become events of that step's span."""
 
     def sink(type_: str, attributes: dict[str, Any]) -> None:
+        if (
+            type_ == "retry.attempt"
+            and attributes.get("attempt") == 1
+            and attributes.get("outcome") == "success"
+        ):
+            return  # the common case says nothing the step's own span does not
         emitter.emit(
             type_,
             type_,

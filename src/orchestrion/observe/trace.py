@@ -114,7 +114,31 @@ def _label(span: Span) -> str:
         return f"result{' (error)' if a.get('is_error') else ''}: {_short(a.get('result'))}"
     if span.type == "tool.progress":
         return f"progress: {a.get('message')}"
-    return span.name
+    return _resilience_label(span.type, a) or span.name
+
+
+def _resilience_label(kind: str, a: dict[str, Any]) -> str | None:
+    if kind == "retry.attempt":
+        failure = f": {a.get('error_type')}: {_short(a.get('error'), 50)}" if a.get("error") else ""
+        return f"attempt {a.get('attempt')} {a.get('outcome')}{failure}"
+    if kind == "retry.wait":
+        delay = float(a.get("delay") or 0)
+        return f"wait {delay:.2f}s before attempt {a.get('next_attempt')} ({a.get('reason')})"
+    if kind == "retry.giveup":
+        return f"gave up after attempt {a.get('attempt')}: {a.get('reason')}"
+    if kind == "breaker.transition":
+        return f"breaker {a.get('breaker')}: {a.get('from')} -> {a.get('to')}"
+    if kind == "breaker.rejected":
+        return f"breaker {a.get('breaker')} is {a.get('state')}: call refused"
+    if kind in ("fallback.used", "fallback.failed"):
+        return f"{kind.replace('.', ' ')}: {a.get('option')}"
+    if kind == "tool.arguments.repaired":
+        return f"arguments repaired: {'; '.join(a.get('repairs') or [])}"
+    if kind == "tool.arguments.invalid":
+        return f"arguments {a.get('status')} ({a.get('decision')}): {_short(a.get('error'), 60)}"
+    if kind.startswith("hedge."):
+        return f"{kind}: hedge {a.get('hedge', a.get('winner', ''))}"
+    return None
 
 
 def _short(value: Any, limit: int = 70) -> str:
