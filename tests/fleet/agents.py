@@ -18,3 +18,15 @@ slow = Agent(
     tools=make_tools(tool_latency=LATENCY / 2),
     instructions="You are a concise, friendly customer-support agent. Use the tools.",
 )
+
+# The same agent on a queue of its own, at most 2 of its runs running at once in the fleet.
+limited = Agent(
+    name="limited",
+    model=ScriptedModel(support_script, name="scripted-limited", latency=LATENCY),
+    tools=make_tools(tool_latency=LATENCY / 2),
+    instructions="You are a concise, friendly customer-support agent. Use the tools.",
+    max_concurrent_runs=2,
+)
+
+# Both queues, for workers that serve them side by side.
+both = [slow, limited]

@@ -37,7 +37,9 @@ class Fleet:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
+    def start(
+        self, *args: str, concurrency: int = 4, app: str = "tests.fleet.agents:slow"
+    ) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"worker-{len(self.procs)}.log").open("wb")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen(
@@ -49,7 +51,7 @@ class Fleet:
                 "--concurrency",
                 str(concurrency),
                 "--app",
-                "tests.fleet.agents:slow",
+                app,
                 *args,
             ],
             stdout=log,
