@@ -512,5 +512,6 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
+    app.router.redirect_slashes = False  # one spelling per endpoint: no 307 detours
     app.state.api = api
     return app
