@@ -13,6 +13,8 @@ store is open, waits for "go", then prints JSON lines. Modes:
             Without `resume`, the call always fails retryably (the test SIGKILLs the
             process in the middle of a backoff); with `resume`, the process takes the run
             over (a new lease epoch) and the call succeeds.
+- budget:   calls that always fail, retried through a registry's retry budget (shared
+            through the store, or local); reports the calls and attempts it made.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from orchestrion.resilience import (
     CircuitBreaker,
     Permit,
     ResiliencePipeline,
+    RetryBudgetExhausted,
     RetryPolicy,
 )
 from orchestrion.resilience.clock import SystemClock
@@ -205,7 +208,46 @@ async def retry(store: SQLiteStore, me: str, params: dict[str, Any]) -> None:
     say({"result": result, "epoch": lease.epoch})
 
 
-MODES = {"fail": fail, "observe": observe, "probe": probe, "retry": retry}
+async def budget(store: SQLiteStore, me: str, params: dict[str, Any]) -> None:
+    """Make `calls` calls to dependency "llm" that always fail retryably (each attempt
+    takes `attempt_sleep` seconds), through a registry whose budgets are shared through
+    the store (or local, without `shared`); report calls and attempts made."""
+    registry = BreakerRegistry(
+        store,
+        worker_id=me,
+        budget_defaults=params["budget"],
+        share_budgets=params["shared"],
+    )
+    policy = RetryPolicy(
+        max_attempts=params["max_attempts"],
+        base_delay=0.001,
+        max_delay=0.001,
+        jitter=False,
+        max_elapsed=None,
+    )
+    pipe = registry.pipeline("llm", retry=policy, breaker=False)
+    attempts = refused = 0
+
+    async def broken(attempt: Attempt) -> None:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(params["attempt_sleep"])
+        raise ProviderUnavailable("overloaded", status_code=503)
+
+    say("ready")
+    wait_for("go")
+    for _ in range(params["calls"]):
+        try:
+            await pipe.call(broken)
+        except RetryBudgetExhausted:
+            refused += 1
+        except ProviderUnavailable:
+            pass
+    await registry.close()
+    say({"calls": params["calls"], "attempts": attempts, "refused": refused})
+
+
+MODES = {"fail": fail, "observe": observe, "probe": probe, "retry": retry, "budget": budget}
 
 
 async def main() -> None:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import click
 
 from orchestrion.errors import OrchestrionError
-from orchestrion.resilience.shared import breaker_summary
+from orchestrion.resilience.shared import BUDGET_PREFIX, breaker_summary
 
 
 class _Settings(Protocol):
@@ -47,7 +47,12 @@ async def _load(settings: _Settings) -> list[dict[str, Any]] | None:
     now = time.time()
     async with store:
         rows = await store.list_breakers()
-    return [breaker_summary(name, doc, version, now=now) for name, doc, version in rows]
+    # Shared retry budgets live in the same table under "budget:<dependency>": not breakers.
+    return [
+        breaker_summary(name, doc, version, now=now)
+        for name, doc, version in rows
+        if not name.startswith(BUDGET_PREFIX)
+    ]
 
 
 @click.command("breakers")

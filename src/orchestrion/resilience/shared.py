@@ -21,12 +21,15 @@ unrelated run that happened to create the breaker first.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
 import math
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -73,6 +76,254 @@ class StoreBreakerState:
 
     async def save_if(self, name: str, version: int, state: dict[str, Any]) -> bool:
         return await self.store.breaker_save_if(name, version, state)
+
+
+# ---- retry budgets shared by the fleet -------------------------------------------------
+
+BUDGET_PREFIX = "budget:"
+_BUDGET_CAS_TRIES = 8
+
+
+def budget_document_name(dependency: str) -> str:
+    """The shared document (in the breakers table) of a dependency's retry budget."""
+    return f"{BUDGET_PREFIX}{dependency}"
+
+
+def _bucket_counts(raw: Any, oldest: int, newest: int) -> dict[int, tuple[int, int]]:
+    """A published {"<bucket index>": [deposits, withdrawals]} map, within [oldest,
+    newest]; anything malformed is ignored."""
+    out: dict[int, tuple[int, int]] = {}
+    if not isinstance(raw, Mapping):
+        return out
+    for key, pair in raw.items():
+        try:
+            idx = int(key)
+        except (TypeError, ValueError):
+            continue
+        if not oldest <= idx <= newest or not isinstance(pair, list | tuple) or len(pair) != 2:
+            continue
+        d, w = _num(pair[0]), _num(pair[1])
+        if d is None or w is None or d < 0 or w < 0:
+            continue
+        out[idx] = (int(d), int(w))
+    return out
+
+
+def merge_budget_document(
+    doc: Mapping[str, Any] | None,
+    me: str,
+    mine: Mapping[int, tuple[int, int]],
+    *,
+    now: float,
+    width: float,
+    buckets: int,
+) -> tuple[dict[str, Any], dict[int, tuple[int, int]]]:
+    """Publish worker `me`'s per-bucket counts into a shared budget document.
+
+    Buckets are indexed by wall-clock time (floor(time / width)), so every worker's
+    buckets line up. Returns the new document (one entry per worker; entries whose
+    buckets all fell out of the window, and malformed ones, are pruned; `me`'s entry is
+    replaced) and the other workers' counts per bucket within the window, summed.
+    """
+    newest = math.floor(now / width)
+    oldest = newest - buckets + 1
+    workers: dict[str, Any] = {}
+    peers: dict[int, tuple[int, int]] = {}
+    raw_workers = doc.get("workers") if isinstance(doc, Mapping) else None
+    if isinstance(raw_workers, Mapping):
+        for worker, entry in raw_workers.items():
+            if worker == me or not isinstance(entry, Mapping):
+                continue
+            counts = _bucket_counts(entry.get("buckets"), oldest, newest)
+            if not counts:
+                continue  # stale (everything expired) or malformed: pruned
+            workers[str(worker)] = {
+                "at": _num(entry.get("at")),
+                "buckets": {str(i): list(c) for i, c in sorted(counts.items())},
+            }
+            for idx, (d, w) in counts.items():
+                pd, pw = peers.get(idx, (0, 0))
+                peers[idx] = (pd + d, pw + w)
+    own = {i: c for i, c in mine.items() if oldest <= i <= newest and (c[0] or c[1])}
+    if own:
+        workers[me] = {"at": now, "buckets": {str(i): list(c) for i, c in sorted(own.items())}}
+    return {"kind": "retry_budget", "width": width, "workers": workers}, peers
+
+
+class SharedRetryBudget(RetryBudget):
+    """A RetryBudget whose limit holds for the whole fleet on one store.
+
+    Each process counts its own calls (deposits) and retries (withdrawals) per bucket of
+    wall-clock time, publishes them into the shared document `budget:<dependency>`
+    (compare-and-set on `BreakerStateStore`, reloaded on conflict, one entry per worker,
+    expired entries pruned) and decides with the fleet's totals:
+
+        fleet retries <= percent * fleet calls + min_retries_per_sec * ttl
+
+    over any window of `ttl` seconds (the floor counts once for the fleet, not per
+    worker). Decisions stay synchronous and local: the other workers' counts are the ones
+    last loaded. Synchronisation happens in the background, `sync_interval` seconds after
+    a change at the latest, and at once after a refusal.
+
+    Staleness: a worker's counts reach the store within `sync_interval` (plus a store
+    round trip) of changing, and a worker in use reloads the others' counts at least as
+    often. A decision therefore misses at most the other workers' retries of the last
+    2 * sync_interval (plus round trips), and the fleet can exceed the formula by at most
+    the retries it makes in such a span (in practice: a few, when the budget runs out).
+    A store that cannot be reached leaves each worker on its last view, never blocks a
+    call, and the budget degrades towards per-process budgets.
+    """
+
+    __slots__ = (
+        "_mine",
+        "_name",
+        "_next_sync",
+        "_peers",
+        "_state",
+        "_task",
+        "_urgent",
+        "sync_interval",
+        "syncs",
+        "worker_id",
+    )
+
+    def __init__(
+        self,
+        dependency: str,
+        state: BreakerStateStore,
+        *,
+        worker_id: str | None = None,
+        sync_interval: float = 1.0,
+        percent: float = 0.2,
+        min_retries_per_sec: float = 10.0,
+        ttl: float = 10.0,
+        buckets: int = 10,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        super().__init__(
+            percent=percent,
+            min_retries_per_sec=min_retries_per_sec,
+            ttl=ttl,
+            buckets=buckets,
+            clock=clock,
+        )
+        if sync_interval <= 0:
+            raise ValueError("sync_interval must be positive")
+        self._name = budget_document_name(dependency)
+        self._state = state
+        self.worker_id = worker_id or uuid.uuid4().hex[:12]
+        self.sync_interval = sync_interval
+        self._mine: dict[int, list[int]] = {}  # wall-clock bucket -> [deposits, withdrawals]
+        self._peers: dict[int, tuple[int, int]] = {}
+        self._next_sync = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._urgent: asyncio.Event | None = None
+        self.syncs = 0  # completed synchronisations (for tests and metrics)
+
+    # -- counting (synchronous, local) --
+
+    def _window(self) -> tuple[int, int]:
+        newest = math.floor(self._clock.now() / self._width)
+        return newest - self._buckets + 1, newest
+
+    def _count(self, slot: int) -> None:
+        oldest, newest = self._window()
+        for idx in [i for i in self._mine if i < oldest]:
+            del self._mine[idx]
+        self._mine.setdefault(newest, [0, 0])[slot] += 1
+        self._schedule(urgent=False)
+
+    def _totals(self) -> tuple[int, int]:
+        oldest, newest = self._window()
+        d = w = 0
+        for table in (self._mine, self._peers):
+            for idx, counts in table.items():
+                if oldest <= idx <= newest:
+                    d += counts[0]
+                    w += counts[1]
+        return d, w
+
+    def deposit(self) -> None:
+        self._count(0)
+
+    def balance(self) -> float:
+        d, w = self._totals()
+        return self.percent * d + self.reserve - w
+
+    def try_withdraw(self) -> bool:
+        if self.balance() < 1.0:
+            self._schedule(urgent=True)  # maybe stale: look at the fleet again now
+            return False
+        self._count(1)
+        return True
+
+    # -- synchronisation (asynchronous, in the background) --
+
+    def _schedule(self, *, urgent: bool) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop: stay local until the next call from one
+        if self._task is None or self._task.done():
+            self._urgent = asyncio.Event()
+            self._task = loop.create_task(self._sync_later(), name=f"sync {self._name}")
+        if urgent and self._urgent is not None:
+            self._urgent.set()
+
+    async def _sync_later(self) -> None:
+        delay = self._next_sync - self._clock.monotonic()
+        if delay > 0 and self._urgent is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._urgent.wait(), delay)
+        try:
+            await self.sync()
+        except Exception:  # a store hiccup: keep the last view, try again on next use
+            log.warning("retry budget %s: could not sync with the store", self._name, exc_info=True)
+            self._next_sync = self._clock.monotonic() + self.sync_interval
+
+    async def sync(self) -> None:
+        """Publish this worker's counts and load the other workers' (one load and one
+        compare-and-set, repeated on conflict)."""
+        doc: dict[str, Any] | None = None
+        for _ in range(_BUDGET_CAS_TRIES):
+            doc, version = await self._state.load(self._name)
+            mine = {i: (c[0], c[1]) for i, c in self._mine.items()}
+            new, peers = merge_budget_document(
+                doc,
+                self.worker_id,
+                mine,
+                now=self._clock.now(),
+                width=self._width,
+                buckets=self._buckets,
+            )
+            if not new["workers"] and doc is None:
+                self._peers = peers
+                break  # nothing to publish and nothing published: no document needed
+            if await self._state.save_if(self._name, version, new):
+                self._peers = peers
+                break
+        else:
+            # Lost every race: still decide with the freshest view of the others.
+            if doc is not None:
+                _, self._peers = merge_budget_document(
+                    doc,
+                    self.worker_id,
+                    {},
+                    now=self._clock.now(),
+                    width=self._width,
+                    buckets=self._buckets,
+                )
+        self.syncs += 1
+        self._next_sync = self._clock.monotonic() + self.sync_interval
+
+    async def close(self) -> None:
+        """Publish what is left and stop the background synchronisation."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.sync()
 
 
 # ---- attempts ---------------------------------------------------------------------------
@@ -139,7 +390,7 @@ _CALLER_SINK: contextvars.ContextVar[EventSink | None] = contextvars.ContextVar(
 )
 
 _RESERVED_BREAKER_KEYS = frozenset({"name", "store", "clock", "on_event", "worker_id"})
-_RESERVED_BUDGET_KEYS = frozenset({"clock"})
+_RESERVED_BUDGET_KEYS = frozenset({"clock", "dependency", "state", "worker_id"})
 
 
 def _check_kwargs(
@@ -183,9 +434,12 @@ class BreakerRegistry:
     process). `defaults`: CircuitBreaker settings for every dependency (`window_size`,
     `minimum_calls`, `wait_in_open`, ...); `overrides`: per dependency name, on top of the
     defaults. `budget_defaults` / `budget_overrides`: the same for RetryBudget (`percent`,
-    `min_retries_per_sec`, `ttl`). Unknown settings raise TypeError at once.
+    `min_retries_per_sec`, `ttl`, and with shared budgets `sync_interval`). Unknown
+    settings raise TypeError at once.
 
-    Budgets stay per process (as documented for RetryBudget); breakers are fleet-wide.
+    Breakers are fleet-wide. Budgets are per process unless `share_budgets` is true and
+    there is a store: then each is a `SharedRetryBudget` (the fleet's retries limited to
+    percent x the fleet's calls + the floor, synchronised through the same store).
     """
 
     def __init__(
@@ -199,10 +453,12 @@ class BreakerRegistry:
         budget_overrides: Mapping[str, Mapping[str, Any]] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         worker_id: str | None = None,
+        share_budgets: bool = False,
     ) -> None:
         self.state: BreakerStateStore | None = (
             StoreBreakerState(store) if isinstance(store, Store) else store
         )
+        self.share_budgets = share_budgets and self.state is not None
         self.defaults = dict(defaults or {})
         self.overrides = {k: dict(v) for k, v in (overrides or {}).items()}
         self.budget_defaults = dict(budget_defaults or {})
@@ -213,9 +469,11 @@ class BreakerRegistry:
         _check_kwargs("breaker defaults", CircuitBreaker, self.defaults, _RESERVED_BREAKER_KEYS)
         for name, kw in self.overrides.items():
             _check_kwargs(f"breaker {name!r}", CircuitBreaker, kw, _RESERVED_BREAKER_KEYS)
-        _check_kwargs("budget defaults", RetryBudget, self.budget_defaults, _RESERVED_BUDGET_KEYS)
+        budget_type = SharedRetryBudget if self.share_budgets else RetryBudget
+        _check_kwargs("budget defaults", budget_type, self.budget_defaults, _RESERVED_BUDGET_KEYS)
         for name, kw in self.budget_overrides.items():
-            _check_kwargs(f"budget {name!r}", RetryBudget, kw, _RESERVED_BUDGET_KEYS)
+            _check_kwargs(f"budget {name!r}", budget_type, kw, _RESERVED_BUDGET_KEYS)
+        self._budget_worker_id = worker_id or uuid.uuid4().hex[:12]
         self._breakers: dict[str, CircuitBreaker] = {}
         self._budgets: dict[str, RetryBudget] = {}
 
@@ -238,13 +496,32 @@ class BreakerRegistry:
     breaker = get
 
     def budget(self, name: str) -> RetryBudget:
-        """The retry budget of dependency `name` (one per process)."""
+        """The retry budget of dependency `name` (one per process; fleet-wide with
+        `share_budgets`)."""
         budget = self._budgets.get(name)
         if budget is None:
             settings = {**self.budget_defaults, **self.budget_overrides.get(name, {})}
-            budget = RetryBudget(clock=self.clock, **settings)
+            if self.share_budgets and self.state is not None:
+                budget = SharedRetryBudget(
+                    name,
+                    self.state,
+                    worker_id=self._budget_worker_id,
+                    clock=self.clock,
+                    **settings,
+                )
+            else:
+                budget = RetryBudget(clock=self.clock, **settings)
             self._budgets[name] = budget
         return budget
+
+    async def close(self) -> None:
+        """Publish the shared budgets' last counts and stop their synchronisation."""
+        for budget in self._budgets.values():
+            if isinstance(budget, SharedRetryBudget):
+                try:
+                    await budget.close()
+                except Exception:
+                    log.warning("retry budget of %s: last sync failed", budget.worker_id)
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         """The breakers created so far, by name."""
@@ -364,8 +641,12 @@ def breaker_summary(
 
 
 __all__ = [
+    "BUDGET_PREFIX",
     "BreakerRegistry",
+    "SharedRetryBudget",
     "StepAttemptJournal",
     "StoreBreakerState",
     "breaker_summary",
+    "budget_document_name",
+    "merge_budget_document",
 ]
