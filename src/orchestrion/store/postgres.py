@@ -537,17 +537,20 @@ class PostgresStore(Store):
 
     async def _ensure_listener(self, *, events: bool) -> None:
         listener = self._listener
-        if listener is not None and not listener.done():
-            if self._listener_events or not events:
-                return
-            # The first reader: listen again, now for events too (once per store object).
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
+        running = listener is not None and not listener.done()
+        if running and (self._listener_events or not events):
+            return
+        # Replace it before awaiting anything, so concurrent callers see the new one.
         self._listener_events = events or self._listener_events
         self._listener = asyncio.create_task(
             self._listen(self._listener_events), name="orchestrion-listen"
         )
+        if running and listener is not None:
+            # The first reader: the old listener did not LISTEN for events (once per
+            # store object); the new one does, and wakes everyone when it is connected.
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listener
 
     async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109
         work = self._work
