@@ -127,12 +127,6 @@ def test_a_subscriber_streams_a_run_executed_by_another_process(fleet: Fleet) ->
     assert stored == list(range(1, len(stored) + 1))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug outside the store: the executor's background flush (append_events) "
-    "and a step record (record_step) can commit one run's events out of seq order, so a "
-    "reader that read the higher seq first never sees the lower ones (engine/runner.py)",
-)
 def test_a_subscriber_receives_every_event_of_a_run_of_another_process(fleet: Fleet) -> None:
     fleet.start(concurrency=2)
     for _ in range(3):

@@ -160,22 +160,22 @@ class Journal:
             status=status,
             attributes=attributes,
         )
-        await self.store.record_step(
-            self.lease,
-            StepRecord(
-                run_id=self.lease.run_id,
-                seq=seq,
-                name=name,
-                status=status,  # type: ignore[arg-type]
-                result=result_json,
-                error=error_json,
-                idempotency_key=info.idempotency_key,
-                started_at=started,
-                finished_at=finished,
-                epoch=self.lease.epoch,
-            ),
-            emitter.drain(),
-            lease_seconds=self.lease_seconds,
+        record = StepRecord(
+            run_id=self.lease.run_id,
+            seq=seq,
+            name=name,
+            status=status,  # type: ignore[arg-type]
+            result=result_json,
+            error=error_json,
+            idempotency_key=info.idempotency_key,
+            started_at=started,
+            finished_at=finished,
+            epoch=self.lease.epoch,
+        )
+        await emitter.commit(
+            lambda events: self.store.record_step(
+                self.lease, record, events, lease_seconds=self.lease_seconds
+            )
         )
         if failure is not None:
             raise failure

@@ -160,7 +160,9 @@ class RunExecutor:
             await asyncio.sleep(FLUSH_INTERVAL)
             try:
                 if self.emitter.pending:
-                    await self.store.append_events(self.lease, self.emitter.drain())
+                    await self.emitter.commit(
+                        lambda events: self.store.append_events(self.lease, events)
+                    )
                 now = time.monotonic()
                 cancel = False
                 if now >= next_renew:
@@ -196,15 +198,17 @@ class RunExecutor:
         if new == self._state:
             return
         check_transition(self._state, new)
-        event = self.emitter.emit(
+        self.emitter.emit(
             "state.changed",
             f"{self._state} -> {new}",
             force=True,
             attributes={"from": str(self._state), "to": str(new)},
         )
-        events = self.emitter.drain() if event is not None else []
-        await self.store.set_conversation_state(
-            self.lease, self.run.conversation_id, self._state, new, events
+        current = self._state
+        await self.emitter.commit(
+            lambda events: self.store.set_conversation_state(
+                self.lease, self.run.conversation_id, current, new, events
+            )
         )
         self._state = new
 
@@ -268,17 +272,20 @@ class RunExecutor:
                 "answer": result["answer"],
             },
         )
-        await self.store.complete_run(
-            self.lease,
-            RunCompletion(
-                status=status,  # type: ignore[arg-type]
-                result=result,
-                error=error,
-                new_messages=new_messages,
-                conversation_state=str(self._state),
-                events=emitter.drain(),
-            ),
-            now=now,
+        final_state = str(self._state)
+        await emitter.commit(
+            lambda events: self.store.complete_run(
+                self.lease,
+                RunCompletion(
+                    status=status,  # type: ignore[arg-type]
+                    result=result,
+                    error=error,
+                    new_messages=new_messages,
+                    conversation_state=final_state,
+                    events=events,
+                ),
+                now=now,
+            )
         )
         return status
 

@@ -15,13 +15,17 @@ chunk's delay.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from orchestrion.errors import LeaseLost
 from orchestrion.store.base import EventRecord
+
+T = TypeVar("T")
 
 Event = EventRecord  # the public name: what a turn's stream yields
 
@@ -71,6 +75,25 @@ class RunEmitter:
         self._chunk: list[str] = []
         self._chunk_span = ""
         self._chunk_started = 0.0
+        self._commit_lock = asyncio.Lock()
+
+    async def commit(self, write: Callable[[list[EventRecord]], Awaitable[T]]) -> T:
+        """Hand the buffered events to `write` (a store call that stores them), one writer
+        at a time. Sequence numbers are handed out in order; without this, two writes of
+        one run could commit out of order (a step record and a background flush on two
+        pooled connections, or one of them waiting out a lock), and a reader between the
+        two commits would move past the lower numbers for good. Events of a write that
+        fails go back to the buffer, except when the lease is lost (nothing may be
+        written then)."""
+        async with self._commit_lock:
+            events = self.drain()
+            try:
+                return await write(events)
+            except LeaseLost:
+                raise
+            except BaseException:
+                self._buffer[:0] = events
+                raise
 
     def drain(self) -> list[EventRecord]:
         self._close_chunk()
