@@ -37,6 +37,7 @@ from orchestrion.store.base import (
 
 POLL_INTERVAL = 0.05  # how often a waiting caller looks at the store
 SUBSCRIBE_INTERVAL = 0.02  # how often a subscriber looks for newly stored events
+NOTIFIED_INTERVAL = 1.0  # the same, when the store wakes readers itself (PostgreSQL)
 # A queued run nobody claimed for this long, blocking a newer turn, is taken over.
 ABANDONED_AFTER = 2.0
 
@@ -72,7 +73,10 @@ class Orchestrion:
             self.store,
             self.agents,
             lease_seconds=lease_seconds,
-            breakers=BreakerRegistry(self.store, breaker_settings, on_event=log_breaker_event),
+            # Breakers and retry budgets are shared by every process on this store.
+            breakers=BreakerRegistry(
+                self.store, breaker_settings, on_event=log_breaker_event, share_budgets=True
+            ),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -345,7 +349,9 @@ class Orchestrion:
         Text arrives as coalesced `text.delta` chunks; `text.reset` voids the text of
         its step so far."""
         await self.store.get_run(run_id, tenant=tenant)  # NotFound for others' runs
-        async for event in self.follow(run_id, after_seq=after_seq, interval=SUBSCRIBE_INTERVAL):
+        # A store that announces new events needs polling only as a safety net.
+        interval = NOTIFIED_INTERVAL if self.store.notifies_events else SUBSCRIBE_INTERVAL
+        async for event in self.follow(run_id, after_seq=after_seq, interval=interval):
             yield event
 
     # ---- reading ------------------------------------------------------------------------

@@ -102,8 +102,10 @@ async def test_an_open_breaker_fails_fast_across_turns(db_path: Path) -> None:
         assert outcomes[-1].error is not None and outcomes[-1].error["type"] == "BreakerOpen"
         assert "model:dead-model" in outcomes[-1].error["message"]
         assert outcomes[-1].answer == agent.degradation_message
-        (name, state, _version), = await orx.store.list_breakers()
-        assert name == "model:dead-model" and state["state"] == "open"
+        breakers = {name: state for name, state, _v in await orx.store.list_breakers()}
+        assert breakers["model:dead-model"]["state"] == "open"
+        # The retry budget of that dependency is shared through the store too.
+        assert "budget:model:dead-model" in breakers
 
 
 async def test_a_tool_that_fails_transiently_is_retried_under_the_same_key(db_path: Path) -> None:
