@@ -32,13 +32,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import psycopg.errors
-import pydantic_core
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from orchestrion.errors import (
     ConversationBusy,
-    LeaseLost,
     NotAnOrchestrionStore,
     NotFound,
     SchemaTooNew,
@@ -60,6 +58,17 @@ from orchestrion.store.base import (
     Store,
 )
 from orchestrion.store.migrations import POSTGRES_MIGRATIONS
+from orchestrion.store.rows import (
+    CONVERSATION_COLUMNS,
+    EVENT_COLUMNS,
+    RUN_COLUMNS,
+    conversation_from_row,
+    dumps,
+    event_from_row,
+    lease_lost,
+    loads,
+    run_from_row,
+)
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -71,14 +80,6 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,49}$")
 _RETRY_STATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 # SQLSTATEs of a connection that went away (admin shutdown, crash, server starting up).
 _GONE_STATES = {"57P01", "57P02", "57P03"}
-
-
-def _dumps(value: Any) -> str:
-    return pydantic_core.to_json(value).decode()
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else pydantic_core.from_json(text)
 
 
 def parse_postgres_url(url: str) -> tuple[str, str, str]:
@@ -108,19 +109,6 @@ def parse_postgres_url(url: str) -> tuple[str, str, str]:
     return conninfo, schema, f"{host}:{port}"
 
 
-_RUN_COLUMNS = (
-    "id, conversation_id, tenant, agent, status, input, trace_id, created_at, position, "
-    "result, error, owner, epoch, lease_expires_at, deadline_at, cancel_requested, "
-    "started_at, finished_at"
-)
-_CONVERSATION_COLUMNS = (
-    "id, tenant, agent, state, version, message_count, ttl_seconds, created_at, updated_at, "
-    "expires_at"
-)
-_EVENT_COLUMNS = (
-    'run_id, seq, type, name, trace_id, span_id, parent_span_id, start, "end", latency_ms, '
-    "status, attributes"
-)
 _STEP_COLUMNS = (
     "run_id, seq, name, status, result, error, idempotency_key, started_at, finished_at, epoch"
 )
@@ -131,7 +119,7 @@ _EVENTS_UNNEST = (
     "%(e_end)s::float8[], %(e_latency)s::float8[], %(e_status)s::text[], "
     "%(e_attributes)s::text[])"
 )
-_EVENTS_FROM = f"{_EVENTS_UNNEST} AS e({_EVENT_COLUMNS})"
+_EVENTS_FROM = f"{_EVENTS_UNNEST} AS e({EVENT_COLUMNS})"
 _FENCE_LOCK = (
     "SELECT id FROM runs WHERE id = %(run_id)s AND epoch = %(epoch)s AND status = 'running' "
     "FOR NO KEY UPDATE"
@@ -156,59 +144,8 @@ def _event_params(events: Iterable[EventRecord]) -> dict[str, list[Any]]:
         "e_end": [_opt_float(e.end) for e in events],
         "e_latency": [_opt_float(e.latency_ms) for e in events],
         "e_status": [e.status for e in events],
-        "e_attributes": [_dumps(e.attributes) for e in events],
+        "e_attributes": [dumps(e.attributes) for e in events],
     }
-
-
-def _run(row: tuple[Any, ...]) -> RunRecord:
-    return RunRecord(
-        id=row[0],
-        conversation_id=row[1],
-        tenant=row[2],
-        agent=row[3],
-        status=row[4],
-        input=_loads(row[5]),
-        trace_id=row[6],
-        created_at=row[7],
-        position=row[8],
-        result=_loads(row[9]),
-        error=_loads(row[10]),
-        owner=row[11],
-        epoch=row[12],
-        lease_expires_at=row[13],
-        deadline_at=row[14],
-        cancel_requested=bool(row[15]),
-        started_at=row[16],
-        finished_at=row[17],
-    )
-
-
-def _conversation(row: tuple[Any, ...]) -> ConversationRecord:
-    return ConversationRecord(*row)
-
-
-def _event(row: tuple[Any, ...]) -> EventRecord:
-    return EventRecord(
-        run_id=row[0],
-        seq=row[1],
-        type=row[2],
-        name=row[3],
-        trace_id=row[4],
-        span_id=row[5],
-        parent_span_id=row[6],
-        start=row[7],
-        end=row[8],
-        latency_ms=row[9],
-        status=row[10],
-        attributes=_loads(row[11]),
-    )
-
-
-def _lease_lost(lease: Lease) -> LeaseLost:
-    return LeaseLost(
-        f"run {lease.run_id}: lease epoch {lease.epoch} is no longer current "
-        "(another worker took the run over); this write was refused"
-    )
 
 
 def _connection_gone(exc: psycopg.OperationalError) -> bool:
@@ -473,12 +410,12 @@ class PostgresStore(Store):
     async def _fence(self, conn: Conn, lease: Lease) -> None:
         cur = await conn.execute(_FENCE_LOCK, {"run_id": lease.run_id, "epoch": lease.epoch})
         if await cur.fetchone() is None:
-            raise _lease_lost(lease)
+            raise lease_lost(lease)
 
     async def _insert_events(self, conn: Conn, events: list[EventRecord]) -> None:
         if events:
             await conn.execute(
-                f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT * FROM {_EVENTS_FROM}",
+                f"INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM {_EVENTS_FROM}",
                 _event_params(events),
             )
 
@@ -617,13 +554,13 @@ class PostgresStore(Store):
                 (conversation_id, tenant, agent, state, ttl_seconds, now, now, now + ttl_seconds),
             )
             cur = await conn.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
                 (conversation_id,),
             )
             row = await cur.fetchone()
             if row is None:  # purged between the two statements
                 raise psycopg.errors.SerializationFailure("conversation vanished; retry")
-            record = _conversation(row)
+            record = conversation_from_row(row)
             if record.tenant != tenant:
                 raise NotFound(f"conversation {conversation_id!r} not found")
             return record
@@ -634,18 +571,18 @@ class PostgresStore(Store):
         self, conversation_id: str, *, tenant: str | None = None
     ) -> ConversationRecord:
         rows = await self._fetch(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s", (conversation_id,)
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = %s", (conversation_id,)
         )
         if not rows or (tenant is not None and rows[0][1] != tenant):
             raise NotFound(f"conversation {conversation_id!r} not found")
-        return _conversation(rows[0])
+        return conversation_from_row(rows[0])
 
     async def history(self, conversation_id: str) -> list[dict[str, Any]]:
         rows = await self._fetch(
             "SELECT body FROM messages WHERE conversation_id = %s ORDER BY idx",
             (conversation_id,),
         )
-        return [_loads(r[0]) for r in rows]
+        return [loads(r[0]) for r in rows]
 
     async def set_conversation_state(
         self,
@@ -701,12 +638,10 @@ class PostgresStore(Store):
 
         async def tx(conn: Conn, ambiguous: bool) -> RunRecord:
             if ambiguous:
-                cur = await conn.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,)
-                )
+                cur = await conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,))
                 row = await cur.fetchone()
                 if row is not None and row[1] == conversation_id:
-                    return _run(row)  # the interrupted attempt committed
+                    return run_from_row(row)  # the interrupted attempt committed
             # The conversation row lock orders the runs of one conversation: their
             # positions are taken (and committed) one after another.
             cur = await conn.execute(
@@ -732,7 +667,7 @@ class PostgresStore(Store):
                 "deadline_at, position, created_at) "
                 "VALUES (%s,%s,%s,%s,'queued',%s,%s,%s,nextval('run_positions'),%s) "
                 "RETURNING position",
-                (run_id, conversation_id, tenant, agent, _dumps(input), trace_id, deadline_at, now),
+                (run_id, conversation_id, tenant, agent, dumps(input), trace_id, deadline_at, now),
             )
             position_row = await cur.fetchone()
             assert position_row is not None
@@ -754,10 +689,10 @@ class PostgresStore(Store):
         return await self._tx(tx)
 
     async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
-        rows = await self._fetch(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,))
+        rows = await self._fetch(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,))
         if not rows or (tenant is not None and rows[0][2] != tenant):
             raise NotFound(f"run {run_id!r} not found")
-        return _run(rows[0])
+        return run_from_row(rows[0])
 
     async def list_runs(
         self, *, conversation_id: str | None = None, tenant: str | None = None, limit: int = 100
@@ -772,15 +707,15 @@ class PostgresStore(Store):
             params.append(tenant)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._fetch(
-            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY position DESC LIMIT %s",
+            f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY position DESC LIMIT %s",
             (*params, limit),
         )
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def claimable_runs(self, *, now: float, limit: int = 20) -> list[RunRecord]:
         rows = await self._fetch(
             f"""
-            SELECT {_RUN_COLUMNS} FROM runs r
+            SELECT {RUN_COLUMNS} FROM runs r
             WHERE r.status IN ('queued', 'running')
               AND (r.status = 'running' OR NOT EXISTS (
                     SELECT 1 FROM runs o WHERE o.conversation_id = r.conversation_id
@@ -789,7 +724,7 @@ class PostgresStore(Store):
             """,
             (limit,),
         )
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def claim(
         self,
@@ -897,7 +832,7 @@ class PostgresStore(Store):
             )
             row = await cur.fetchone()
             if row is None:
-                raise _lease_lost(lease)
+                raise lease_lost(lease)
             return bool(row[0])
 
         return await self._tx(go, transaction=False)
@@ -920,7 +855,7 @@ class PostgresStore(Store):
                 )
                 if await cur.fetchone() is not None:
                     return  # the interrupted attempt committed
-            raise _lease_lost(lease)
+            raise lease_lost(lease)
 
         await self._tx(go, transaction=False)
 
@@ -929,19 +864,19 @@ class PostgresStore(Store):
 
         async def tx(conn: Conn, _ambiguous: bool) -> RunRecord:
             cur = await conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = %s FOR NO KEY UPDATE", (run_id,)
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s FOR NO KEY UPDATE", (run_id,)
             )
             row = await cur.fetchone()
             if row is None or (tenant is not None and row[2] != tenant):
                 raise NotFound(f"run {run_id!r} not found")
-            run = _run(row)
+            run = run_from_row(row)
             if run.status == "queued":
                 await conn.execute(
                     "UPDATE runs SET status = 'cancelled', finished_at = %s, "
                     "cancel_requested = TRUE, error = %s WHERE id = %s",
                     (
                         now,
-                        _dumps({"type": "RunCancelled", "message": "cancelled before it started"}),
+                        dumps({"type": "RunCancelled", "message": "cancelled before it started"}),
                         run_id,
                     ),
                 )
@@ -971,8 +906,8 @@ class PostgresStore(Store):
                 "RETURNING conversation_id",
                 (
                     completion.status,
-                    _dumps(completion.result),
-                    _dumps(completion.error),
+                    dumps(completion.result),
+                    dumps(completion.error),
                     now,
                     lease.run_id,
                     lease.epoch,
@@ -980,7 +915,7 @@ class PostgresStore(Store):
             )
             run_row = await cur.fetchone()
             if run_row is None:
-                raise _lease_lost(lease)
+                raise lease_lost(lease)
             conversation_id = run_row[0]
             added = len(completion.new_messages)
             cur = await conn.execute(
@@ -1004,7 +939,7 @@ class PostgresStore(Store):
                         conversation_id,
                         lease.run_id,
                         [count + i for i in range(added)],
-                        [_dumps(m) for m in completion.new_messages],
+                        [dumps(m) for m in completion.new_messages],
                     ),
                 )
             await self._insert_events(conn, completion.events)
@@ -1056,7 +991,7 @@ class PostgresStore(Store):
                        %(started_at)s::float8, %(finished_at)s::float8, %(step_epoch)s::bigint
                 FROM fence
             ), ev AS (
-                INSERT INTO events ({_EVENT_COLUMNS}) SELECT e.* FROM fence, {_EVENTS_FROM}
+                INSERT INTO events ({EVENT_COLUMNS}) SELECT e.* FROM fence, {_EVENTS_FROM}
             )
             SELECT (SELECT count(*) FROM fence), {self._events_notify_sql("lease_run")}
         """
@@ -1074,7 +1009,7 @@ class PostgresStore(Store):
             cur = await conn.execute(sql, params)
             row = await cur.fetchone()
             if row is None or int(row[0]) != 1:
-                raise _lease_lost(lease)
+                raise lease_lost(lease)
 
         await self._tx(go, transaction=False)
 
@@ -1090,7 +1025,7 @@ class PostgresStore(Store):
         }
         sql = f"""
             WITH fence AS ({_FENCE_LOCK}), ev AS (
-                INSERT INTO events ({_EVENT_COLUMNS}) SELECT e.* FROM fence, {_EVENTS_FROM}
+                INSERT INTO events ({EVENT_COLUMNS}) SELECT e.* FROM fence, {_EVENTS_FROM}
             )
             SELECT (SELECT count(*) FROM fence), {self._events_notify_sql("run_id")}
         """
@@ -1102,16 +1037,16 @@ class PostgresStore(Store):
             cur = await conn.execute(sql, params)
             row = await cur.fetchone()
             if row is None or int(row[0]) != 1:
-                raise _lease_lost(lease)
+                raise lease_lost(lease)
 
         await self._tx(go, transaction=False)
 
     async def read_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
         rows = await self._fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id = %s AND seq > %s ORDER BY seq",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = %s AND seq > %s ORDER BY seq",
             (run_id, after_seq),
         )
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     async def last_event_seq(self, run_id: str) -> int:
         rows = await self._fetch(
@@ -1122,7 +1057,7 @@ class PostgresStore(Store):
     # ---- side effects -----------------------------------------------------------------
 
     async def record_effect(self, effect: EffectRecord) -> bool:
-        payload = _dumps(effect.payload)
+        payload = dumps(effect.payload)
 
         async def go(conn: Conn, ambiguous: bool) -> bool:
             if ambiguous:
@@ -1175,7 +1110,7 @@ class PostgresStore(Store):
                 run_id=r[2],
                 conversation_id=r[3],
                 tenant=r[4],
-                payload=_loads(r[5]),
+                payload=loads(r[5]),
                 created_at=r[6],
             )
             for r in rows
@@ -1225,10 +1160,10 @@ class PostgresStore(Store):
         rows = await self._fetch("SELECT state, version FROM breakers WHERE name = %s", (name,))
         if not rows:
             return None, 0
-        return _loads(rows[0][0]), int(rows[0][1])
+        return loads(rows[0][0]), int(rows[0][1])
 
     async def breaker_save_if(self, name: str, version: int, state: dict[str, Any]) -> bool:
-        text = _dumps(state)
+        text = dumps(state)
 
         async def go(conn: Conn, ambiguous: bool) -> bool:
             if ambiguous:
@@ -1257,7 +1192,7 @@ class PostgresStore(Store):
         rows = await self._fetch(
             'SELECT name, state, version FROM breakers ORDER BY name COLLATE "C"'
         )
-        return [(r[0], _loads(r[1]), int(r[2])) for r in rows]
+        return [(r[0], loads(r[1]), int(r[2])) for r in rows]
 
     # ---- journaled retry attempts -----------------------------------------------------
 
@@ -1267,7 +1202,7 @@ class PostgresStore(Store):
         )
         if not rows:
             return None
-        state: dict[str, Any] = _loads(rows[0][0])
+        state: dict[str, Any] = loads(rows[0][0])
         return state
 
     async def save_attempt(self, lease: Lease, seq: int, state: dict[str, Any]) -> None:
@@ -1275,7 +1210,7 @@ class PostgresStore(Store):
             "run_id": lease.run_id,
             "epoch": lease.epoch,
             "seq": seq,
-            "state": _dumps(state),
+            "state": dumps(state),
             "now": time.time(),
         }
         sql = f"""
@@ -1292,7 +1227,7 @@ class PostgresStore(Store):
             cur = await conn.execute(sql, params)
             row = await cur.fetchone()
             if row is None or int(row[0]) != 1:
-                raise _lease_lost(lease)
+                raise lease_lost(lease)
 
         await self._tx(go, transaction=False)
 
@@ -1300,7 +1235,7 @@ class PostgresStore(Store):
 
     async def cache_get(self, key: str) -> dict[str, Any] | None:
         rows = await self._fetch("SELECT value FROM response_cache WHERE key = %s", (key,))
-        return _loads(rows[0][0]) if rows else None
+        return loads(rows[0][0]) if rows else None
 
     async def cache_put(self, key: str, value: dict[str, Any]) -> None:
         async def go(conn: Conn, _ambiguous: bool) -> None:
@@ -1308,7 +1243,7 @@ class PostgresStore(Store):
                 "INSERT INTO response_cache (key, value, updated_at) VALUES (%s,%s,%s) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
                 "updated_at = excluded.updated_at",
-                (key, _dumps(value), time.time()),
+                (key, dumps(value), time.time()),
             )
 
         await self._tx(go, transaction=False)

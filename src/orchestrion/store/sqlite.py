@@ -18,11 +18,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pydantic_core
-
 from orchestrion.errors import (
     ConversationBusy,
-    LeaseLost,
     NotAnOrchestrionStore,
     NotFound,
     SchemaTooNew,
@@ -45,6 +42,17 @@ from orchestrion.store.base import (
     Store,
 )
 from orchestrion.store.migrations import SQLITE_APPLICATION_ID, SQLITE_MIGRATIONS
+from orchestrion.store.rows import (
+    CONVERSATION_COLUMNS,
+    EVENT_COLUMNS,
+    RUN_COLUMNS,
+    conversation_from_row,
+    dumps,
+    event_from_row,
+    lease_lost,
+    loads,
+    run_from_row,
+)
 
 T = TypeVar("T")
 
@@ -53,78 +61,11 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 _BLOCKING_BUSY_MS = 20
 
 
-def _dumps(value: Any) -> str:
-    return pydantic_core.to_json(value).decode()
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else pydantic_core.from_json(text)
-
-
 def _is_busy(exc: BaseException) -> bool:
     if not isinstance(exc, sqlite3.OperationalError):
         return False
     message = str(exc).lower()
     return "locked" in message or "busy" in message
-
-
-_RUN_COLUMNS = (
-    "id, conversation_id, tenant, agent, status, input, trace_id, created_at, position, "
-    "result, error, owner, epoch, lease_expires_at, deadline_at, cancel_requested, "
-    "started_at, finished_at"
-)
-_CONVERSATION_COLUMNS = (
-    "id, tenant, agent, state, version, message_count, ttl_seconds, created_at, updated_at, "
-    "expires_at"
-)
-_EVENT_COLUMNS = (
-    'run_id, seq, type, name, trace_id, span_id, parent_span_id, start, "end", latency_ms, '
-    "status, attributes"
-)
-
-
-def _run(row: tuple[Any, ...]) -> RunRecord:
-    return RunRecord(
-        id=row[0],
-        conversation_id=row[1],
-        tenant=row[2],
-        agent=row[3],
-        status=row[4],
-        input=_loads(row[5]),
-        trace_id=row[6],
-        created_at=row[7],
-        position=row[8],
-        result=_loads(row[9]),
-        error=_loads(row[10]),
-        owner=row[11],
-        epoch=row[12],
-        lease_expires_at=row[13],
-        deadline_at=row[14],
-        cancel_requested=bool(row[15]),
-        started_at=row[16],
-        finished_at=row[17],
-    )
-
-
-def _conversation(row: tuple[Any, ...]) -> ConversationRecord:
-    return ConversationRecord(*row)
-
-
-def _event(row: tuple[Any, ...]) -> EventRecord:
-    return EventRecord(
-        run_id=row[0],
-        seq=row[1],
-        type=row[2],
-        name=row[3],
-        trace_id=row[4],
-        span_id=row[5],
-        parent_span_id=row[6],
-        start=row[7],
-        end=row[8],
-        latency_ms=row[9],
-        status=row[10],
-        attributes=_loads(row[11]),
-    )
 
 
 def _event_rows(events: Iterable[EventRecord]) -> list[tuple[Any, ...]]:
@@ -141,13 +82,13 @@ def _event_rows(events: Iterable[EventRecord]) -> list[tuple[Any, ...]]:
             e.end,
             e.latency_ms,
             e.status,
-            _dumps(e.attributes),
+            dumps(e.attributes),
         )
         for e in events
     ]
 
 
-_INSERT_EVENTS = f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
 def _fence(
@@ -182,10 +123,7 @@ def _fence(
                 "UPDATE runs SET lease_expires_at = ? WHERE id = ?", (renew_until, lease.run_id)
             )
     if not ok:
-        raise LeaseLost(
-            f"run {lease.run_id}: lease epoch {lease.epoch} is no longer current "
-            "(another worker took the run over); this write was refused"
-        )
+        raise lease_lost(lease)
 
 
 def _within_limits(conn: sqlite3.Connection, limits: QueueLimits, agent: str, now: float) -> bool:
@@ -404,10 +342,10 @@ class SQLiteStore(Store):
                 (conversation_id, tenant, agent, state, ttl_seconds, now, now, now + ttl_seconds),
             )
             row = conn.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?",
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?",
                 (conversation_id,),
             ).fetchone()
-            record = _conversation(row)
+            record = conversation_from_row(row)
             if record.tenant != tenant:
                 raise NotFound(f"conversation {conversation_id!r} not found")
             return record
@@ -418,17 +356,17 @@ class SQLiteStore(Store):
         self, conversation_id: str, *, tenant: str | None = None
     ) -> ConversationRecord:
         rows = await self._read(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,)
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,)
         )
         if not rows or (tenant is not None and rows[0][1] != tenant):
             raise NotFound(f"conversation {conversation_id!r} not found")
-        return _conversation(rows[0])
+        return conversation_from_row(rows[0])
 
     async def history(self, conversation_id: str) -> list[dict[str, Any]]:
         rows = await self._read(
             "SELECT body FROM messages WHERE conversation_id = ? ORDER BY idx", (conversation_id,)
         )
-        return [_loads(r[0]) for r in rows]
+        return [loads(r[0]) for r in rows]
 
     async def set_conversation_state(
         self,
@@ -495,7 +433,7 @@ class SQLiteStore(Store):
                     conversation_id,
                     tenant,
                     agent,
-                    _dumps(input),
+                    dumps(input),
                     trace_id,
                     deadline_at,
                     position,
@@ -519,10 +457,10 @@ class SQLiteStore(Store):
         return await self._write(tx)
 
     async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
-        rows = await self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         if not rows or (tenant is not None and rows[0][2] != tenant):
             raise NotFound(f"run {run_id!r} not found")
-        return _run(rows[0])
+        return run_from_row(rows[0])
 
     async def list_runs(
         self, *, conversation_id: str | None = None, tenant: str | None = None, limit: int = 100
@@ -536,15 +474,15 @@ class SQLiteStore(Store):
             params.append(tenant)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._read(
-            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY position DESC LIMIT ?",
+            f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY position DESC LIMIT ?",
             (*params, limit),
         )
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def claimable_runs(self, *, now: float, limit: int = 20) -> list[RunRecord]:
         rows = await self._read(
             f"""
-            SELECT {_RUN_COLUMNS} FROM runs r
+            SELECT {RUN_COLUMNS} FROM runs r
             WHERE r.status = 'running'
                OR (r.status = 'queued' AND NOT EXISTS (
                     SELECT 1 FROM runs o WHERE o.conversation_id = r.conversation_id
@@ -553,7 +491,7 @@ class SQLiteStore(Store):
             """,
             (limit,),
         )
-        return [_run(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def claim(
         self,
@@ -629,19 +567,17 @@ class SQLiteStore(Store):
         now = time.time()
 
         def tx(conn: sqlite3.Connection) -> RunRecord:
-            row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
-            ).fetchone()
+            row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None or (tenant is not None and row[2] != tenant):
                 raise NotFound(f"run {run_id!r} not found")
-            run = _run(row)
+            run = run_from_row(row)
             if run.status == "queued":
                 conn.execute(
                     "UPDATE runs SET status = 'cancelled', finished_at = ?, cancel_requested = 1, "
                     "error = ? WHERE id = ?",
                     (
                         now,
-                        _dumps({"type": "RunCancelled", "message": "cancelled before it started"}),
+                        dumps({"type": "RunCancelled", "message": "cancelled before it started"}),
                         run_id,
                     ),
                 )
@@ -665,8 +601,8 @@ class SQLiteStore(Store):
                 "lease_expires_at = NULL WHERE id = ?",
                 (
                     completion.status,
-                    _dumps(completion.result),
-                    _dumps(completion.error),
+                    dumps(completion.result),
+                    dumps(completion.error),
                     now,
                     lease.run_id,
                 ),
@@ -677,7 +613,7 @@ class SQLiteStore(Store):
             conn.executemany(
                 "INSERT INTO messages (conversation_id, idx, run_id, body) VALUES (?,?,?,?)",
                 [
-                    (conversation_id, count + i, lease.run_id, _dumps(m))
+                    (conversation_id, count + i, lease.run_id, dumps(m))
                     for i, m in enumerate(completion.new_messages)
                 ],
             )
@@ -751,10 +687,10 @@ class SQLiteStore(Store):
 
     async def read_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
         rows = await self._read(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
             (run_id, after_seq),
         )
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     async def last_event_seq(self, run_id: str) -> int:
         rows = await self._read(
@@ -775,7 +711,7 @@ class SQLiteStore(Store):
                     effect.run_id,
                     effect.conversation_id,
                     effect.tenant,
-                    _dumps(effect.payload),
+                    dumps(effect.payload),
                     effect.created_at,
                 ),
             )
@@ -806,7 +742,7 @@ class SQLiteStore(Store):
                 run_id=r[2],
                 conversation_id=r[3],
                 tenant=r[4],
-                payload=_loads(r[5]),
+                payload=loads(r[5]),
                 created_at=r[6],
             )
             for r in rows
@@ -856,7 +792,7 @@ class SQLiteStore(Store):
         rows = await self._read("SELECT state, version FROM breakers WHERE name = ?", (name,))
         if not rows:
             return None, 0
-        return _loads(rows[0][0]), int(rows[0][1])
+        return loads(rows[0][0]), int(rows[0][1])
 
     async def breaker_save_if(self, name: str, version: int, state: dict[str, Any]) -> bool:
         def tx(conn: sqlite3.Connection) -> bool:
@@ -864,13 +800,13 @@ class SQLiteStore(Store):
                 cur = conn.execute(
                     "INSERT INTO breakers (name, state, version, updated_at) VALUES (?,?,1,?) "
                     "ON CONFLICT DO NOTHING",
-                    (name, _dumps(state), time.time()),
+                    (name, dumps(state), time.time()),
                 )
             else:
                 cur = conn.execute(
                     "UPDATE breakers SET state = ?, version = version + 1, updated_at = ? "
                     "WHERE name = ? AND version = ?",
-                    (_dumps(state), time.time(), name, version),
+                    (dumps(state), time.time(), name, version),
                 )
             return cur.rowcount == 1
 
@@ -878,7 +814,7 @@ class SQLiteStore(Store):
 
     async def list_breakers(self) -> list[tuple[str, dict[str, Any], int]]:
         rows = await self._read("SELECT name, state, version FROM breakers ORDER BY name")
-        return [(r[0], _loads(r[1]), int(r[2])) for r in rows]
+        return [(r[0], loads(r[1]), int(r[2])) for r in rows]
 
     # ---- journaled retry attempts -----------------------------------------------------
 
@@ -888,11 +824,11 @@ class SQLiteStore(Store):
         )
         if not rows:
             return None
-        state: dict[str, Any] = _loads(rows[0][0])
+        state: dict[str, Any] = loads(rows[0][0])
         return state
 
     async def save_attempt(self, lease: Lease, seq: int, state: dict[str, Any]) -> None:
-        text = _dumps(state)
+        text = dumps(state)
 
         def tx(conn: sqlite3.Connection) -> None:
             _fence(conn, lease)
@@ -909,7 +845,7 @@ class SQLiteStore(Store):
 
     async def cache_get(self, key: str) -> dict[str, Any] | None:
         rows = await self._read("SELECT value FROM response_cache WHERE key = ?", (key,))
-        return _loads(rows[0][0]) if rows else None
+        return loads(rows[0][0]) if rows else None
 
     async def cache_put(self, key: str, value: dict[str, Any]) -> None:
         def tx(conn: sqlite3.Connection) -> None:
@@ -917,7 +853,7 @@ class SQLiteStore(Store):
                 "INSERT INTO response_cache (key, value, updated_at) VALUES (?,?,?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
                 "updated_at = excluded.updated_at",
-                (key, _dumps(value), time.time()),
+                (key, dumps(value), time.time()),
             )
 
         await self._write(tx)
