@@ -98,7 +98,8 @@ def start_server(
     orx = Orchestrion(f"sqlite:///{db}", agents=agents)
     limits = limits or Limits()
     app = create_app(orx, keys=KEYS, limits=limits, default_agent=default_agent)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -75,17 +75,26 @@ async def event_stream(
             except TimeoutError:
                 yield KEEPALIVE
                 continue
+            # Whatever else is already waiting goes out in the same write.
+            batch: list[bytes] = []
+            while isinstance(item, EventRecord):
+                batch.append(frame(item))
+                if queue.empty() or len(batch) >= 64:
+                    break
+                item = queue.get_nowait()
+            if batch:
+                yield b"".join(batch)
+                if isinstance(item, EventRecord):
+                    continue
             if item is None:
                 return
-            if isinstance(item, BaseException):
-                # The headers are sent: the only honest signal left is an error event.
-                yield (
-                    "event: error\ndata: "
-                    + dumps({"type": "stream_error", "message": "the event stream failed"})
-                    + "\n\n"
-                ).encode()
-                return
-            yield frame(item)
+            # The headers are sent: the only honest signal left is an error event.
+            yield (
+                "event: error\ndata: "
+                + dumps({"type": "stream_error", "message": "the event stream failed"})
+                + "\n\n"
+            ).encode()
+            return
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
