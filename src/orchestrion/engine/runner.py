@@ -34,7 +34,7 @@ from orchestrion.store.base import EffectRecord, Lease, RunCompletion, RunRecord
 log = logging.getLogger("orchestrion.runner")
 
 DEFAULT_LEASE_SECONDS = 30.0
-FLUSH_INTERVAL = 0.05  # seconds between background flushes of buffered events
+FLUSH_INTERVAL = 0.02  # seconds between background flushes (a commit only when events wait)
 CANCEL_POLL = 0.5  # how often the store is asked whether another process cancelled the run
 
 

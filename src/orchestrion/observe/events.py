@@ -76,6 +76,7 @@ class RunEmitter:
         self._chunk_span = ""
         self._chunk_started = 0.0
         self._commit_lock = asyncio.Lock()
+        self._spans_with_text: set[str] = set()
 
     async def commit(self, write: Callable[[list[EventRecord]], Awaitable[T]]) -> T:
         """Hand the buffered events to `write` (a store call that stores them), one writer
@@ -131,6 +132,11 @@ class RunEmitter:
         if not self._chunk:
             self._chunk_span, self._chunk_started = parent_span_id, now
         self._chunk.append(text)
+        if parent_span_id not in self._spans_with_text:
+            # The first words of an answer are worth a row of their own: a reader sees
+            # them at the next flush instead of a whole chunk later.
+            self._spans_with_text.add(parent_span_id)
+            self._close_chunk()
 
     def text_reset(self, attempt: int, *, parent_span_id: str) -> None:
         """The text streamed so far in this span is void (a retry or a fallback answers

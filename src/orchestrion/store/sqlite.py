@@ -219,6 +219,8 @@ class SQLiteStore(Store):
         self.durability = durability
         self.busy_patience = busy_patience
         self._conn: sqlite3.Connection | None = None
+        # Readers in this process waiting for a run's next events (see wait_for_events).
+        self._event_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -328,6 +330,30 @@ class SQLiteStore(Store):
         conn = self.conn
         return await self._retry_busy(lambda: conn.execute(sql, params).fetchall())
 
+    # ---- wake-ups -------------------------------------------------------------------
+
+    async def wait_for_events(self, run_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        """Woken at once by this store object's own writes of the run's events (a reader
+        in the process that executes the run); other processes' writes are found by the
+        caller's polling, `timeout` later at most."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._event_waiters.setdefault(run_id, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._event_waiters.get(run_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._event_waiters.pop(run_id, None)
+
+    def _wake(self, run_id: str) -> None:
+        for waiter in self._event_waiters.pop(run_id, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
     # ---- conversations ----------------------------------------------------------------
 
     async def ensure_conversation(
@@ -390,6 +416,7 @@ class SQLiteStore(Store):
             conn.executemany(_INSERT_EVENTS, _event_rows(events))
 
         await self._write(tx)
+        self._wake(lease.run_id)
 
     # ---- runs -------------------------------------------------------------------------
 
@@ -587,7 +614,9 @@ class SQLiteStore(Store):
                 run.cancel_requested = True
             return run
 
-        return await self._write(tx)
+        result = await self._write(tx)
+        self._wake(run_id)
+        return result
 
     async def complete_run(self, lease: Lease, completion: RunCompletion, *, now: float) -> None:
         def tx(conn: sqlite3.Connection) -> None:
@@ -631,6 +660,7 @@ class SQLiteStore(Store):
             conn.executemany(_INSERT_EVENTS, _event_rows(completion.events))
 
         await self._write(tx)
+        self._wake(lease.run_id)
 
     # ---- journal ----------------------------------------------------------------------
 
@@ -672,6 +702,7 @@ class SQLiteStore(Store):
                 conn.executemany(_INSERT_EVENTS, _event_rows(events))
 
         await self._write(tx)
+        self._wake(lease.run_id)
 
     # ---- events -----------------------------------------------------------------------
 
@@ -684,6 +715,7 @@ class SQLiteStore(Store):
             conn.executemany(_INSERT_EVENTS, _event_rows(events))
 
         await self._write(tx)
+        self._wake(lease.run_id)
 
     async def read_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
         rows = await self._read(
