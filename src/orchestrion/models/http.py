@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -32,6 +31,7 @@ from orchestrion.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from orchestrion.resilience.retry_after import retry_after_from_headers
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=10.0)
 
@@ -66,35 +66,10 @@ _CONTEXT_LENGTH_MARKERS = (
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait, from `retry-after-ms` (preferred: finer) or `retry-after`
-    (delta-seconds or an HTTP date). None when absent or unreadable; never negative."""
+    """Seconds to wait, from `retry-after-ms` (preferred) or `retry-after` (seconds or an
+    HTTP date); the one parser lives in the resilience layer that acts on it."""
     lower = {k.lower(): v for k, v in headers.items()}
-    raw_ms = lower.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            value = float(raw_ms) / 1000.0
-        except ValueError:
-            value = -1.0
-        if value >= 0 and value == value:  # rejects NaN
-            return value
-    raw = lower.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        current = time.time() if now is None else now
-        return max(0.0, when.timestamp() - current)
-    if seconds != seconds or seconds < 0:
-        return None
-    return seconds
+    return retry_after_from_headers(lower, now=time.time() if now is None else now)
 
 
 def request_id_from(headers: Mapping[str, str]) -> str | None:
