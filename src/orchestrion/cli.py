@@ -274,8 +274,6 @@ def worker(
     import signal
 
     from orchestrion.demo.support import support_agent
-    from orchestrion.errors import LeaseLost
-    from orchestrion.store.base import Lease
 
     agents = [support_agent(), *_load_app_agents(app)]
     stopped_by: list[str] = []
@@ -287,45 +285,26 @@ def worker(
 
             def on_signal(name: str) -> None:
                 stopped_by.append(name)
-                (hurry if stop.is_set() else stop).set()
+                if stop.is_set():
+                    hurry.set()
+                    return
+                stop.set()
+                active = orx.worker.active
+                if active:
+                    click.echo(
+                        f"stopping: letting {active} run(s) in flight finish (up to {grace:g}s)",
+                        err=True,
+                    )
 
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, on_signal, sig.name)
-            runner = asyncio.create_task(orx.work(drain=drain, stop=stop))
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([runner, stopping], return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not runner.done():
-                # Stop claiming (the loop saw `stop`); runs in flight may finish.
-                in_flight = dict(orx.worker._active)
-                if in_flight:
-                    click.echo(
-                        f"stopping: letting {len(in_flight)} run(s) in flight finish "
-                        f"(up to {grace:g}s)",
-                        err=True,
-                    )
-                hurrying = asyncio.ensure_future(hurry.wait())
-                await asyncio.wait(
-                    [runner, hurrying], timeout=grace, return_when=asyncio.FIRST_COMPLETED
-                )
-                hurrying.cancel()
-                if not runner.done():
-                    left = [rid for rid, task in orx.worker._active.items() if not task.done()]
-                    for rid in left:
-                        orx.worker._active[rid].cancel()
-                    await asyncio.wait([runner])
-                    released = 0
-                    for rid in left:
-                        run = await orx.store.get_run(rid)
-                        if run.status != "running" or run.owner != orx.worker.owner:
-                            continue
-                        with contextlib.suppress(LeaseLost):
-                            await orx.store.release(Lease(rid, orx.worker.owner, run.epoch))
-                            released += 1
-                    click.echo(f"released {released} unfinished run(s) to the queue", err=True)
-            return runner.result()
+            count = await orx.work(drain=drain, stop=stop, grace=grace, hurry=hurry)
+            released = orx.worker.counts["released"]
+            if stopped_by:
+                click.echo(f"released {released} unfinished run(s) to the queue", err=True)
+            return count
 
     try:
         count = _run(work())

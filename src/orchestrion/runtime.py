@@ -20,7 +20,7 @@ from typing import Any
 
 from orchestrion.engine.agent import Agent, BusyPolicy
 from orchestrion.engine.conversation import ConversationState
-from orchestrion.engine.worker import Worker, log_breaker_event, queue_limits
+from orchestrion.engine.worker import Worker, log_breaker_event
 from orchestrion.errors import NotFound, OrchestrionError
 from orchestrion.models.messages import Message
 from orchestrion.observe.events import Event, new_id, new_trace_id, run_span_id
@@ -30,16 +30,17 @@ from orchestrion.store import open_store
 from orchestrion.store.base import (
     Durability,
     EventRecord,
+    NewConversation,
     PurgeReport,
     RunRecord,
     Store,
 )
 
-POLL_INTERVAL = 0.05  # how often a waiting caller looks at the store
+POLL_INTERVAL = 0.05  # how often a reader of another process's run looks at the store
 SUBSCRIBE_INTERVAL = 0.02  # how often a subscriber looks for newly stored events
 NOTIFIED_INTERVAL = 1.0  # the same, when the store wakes readers itself (PostgreSQL)
-# A queued run nobody claimed for this long, blocking a newer turn, is taken over.
-ABANDONED_AFTER = 2.0
+# Turns this process executes at once (they mostly wait on models and tools).
+DEFAULT_CONCURRENCY = 1000
 
 
 @dataclass
@@ -61,24 +62,27 @@ class Orchestrion:
         durability: Durability = "normal",
         lease_seconds: float = 30.0,
         breaker_settings: Mapping[str, Any] | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         """`breaker_settings`: CircuitBreaker settings for every dependency of this process
-        (e.g. {"minimum_calls": 10, "wait_in_open": 15}); see docs/resilience.md."""
+        (e.g. {"minimum_calls": 10, "wait_in_open": 15}); see docs/resilience.md.
+        `concurrency`: how many turns this process executes at once (more wait queued)."""
         self.store = store if isinstance(store, Store) else open_store(store, durability=durability)
         self.agents: dict[str, Agent] = {}
         for agent in agents:
             self.add_agent(agent)
         self.tenant = tenant
+        # The one scheduler of this process: it alone claims and executes runs.
         self.worker = Worker(
             self.store,
             self.agents,
+            concurrency=concurrency,
             lease_seconds=lease_seconds,
             # Breakers and retry budgets are shared by every process on this store.
             breakers=BreakerRegistry(
                 self.store, breaker_settings, on_event=log_breaker_event, share_budgets=True
             ),
         )
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     def add_agent(self, agent: Agent) -> None:
         if agent.name in self.agents:
@@ -90,10 +94,20 @@ class Orchestrion:
         return self
 
     async def close(self) -> None:
-        """Wait for turns this process is executing, then close the store."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.store.close()
+        """Wait for the turns this process is executing, then close what it opened, in
+        order: the scheduler, the breakers and budgets (their last counts are published
+        to the store), the models' connections, the store. Runs still queued stay queued
+        for a worker (or the next process that wants them)."""
+        try:
+            await self.worker.close()
+            await self.worker.breakers.close()
+            for agent in self.agents.values():
+                for model in (agent.model, *agent.fallback_models):
+                    aclose = getattr(model, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+        finally:
+            await self.store.close()
 
     async def __aenter__(self) -> Orchestrion:
         return await self.open()
@@ -129,13 +143,6 @@ class Orchestrion:
         a = self._agent(agent)
         tenant = tenant or self.tenant
         conversation_id = conversation or new_id("conv")
-        await self.store.ensure_conversation(
-            conversation_id,
-            tenant=tenant,
-            agent=a.name,
-            ttl_seconds=a.conversation_ttl,
-            state=ConversationState.AWAITING_INPUT,
-        )
         run_id, trace_id = new_id("run"), new_trace_id()
         now = time.time()
         queued = EventRecord(
@@ -166,6 +173,11 @@ class Orchestrion:
             deadline_at=None,
             busy_policy=policy,
             event=queued,
+            new_conversation=NewConversation(
+                agent=a.name,
+                ttl_seconds=a.conversation_ttl,
+                state=ConversationState.AWAITING_INPUT,
+            ),
         )
 
     async def stream(
@@ -185,92 +197,34 @@ class Orchestrion:
             yield event
 
     async def events(self, run_id: str) -> AsyncIterator[Event]:
-        """Drive a queued run here if nobody else does, yielding its events until it ends.
-        If a worker runs it instead, its stored events are followed."""
-        queue: asyncio.Queue[EventRecord | None] = asyncio.Queue()
-        driver = asyncio.create_task(self._drive(run_id, queue))
-        self._tasks.add(driver)
-        driver.add_done_callback(self._tasks.discard)
+        """Have this process execute a queued run (as soon as its conversation is free)
+        and yield its events until it ends: live while it executes here (streamed text at
+        once, every other event once it is durable), from the store if another process
+        runs it. The end is reported only once it is durable; if the completion cannot be
+        written, its error is raised here."""
+        worker = self.worker
+        watch = worker.watch(run_id)
         last_seq = 0
-        while True:
-            event = await queue.get()
-            if event is None:
-                break
-            if event.seq:
-                last_seq = event.seq
-            yield event
-            if event.type == "run.finished":
-                return
-        if driver.done() and driver.exception() is not None:
-            raise driver.exception()  # type: ignore[misc]
+        try:
+            run = await self.store.get_run(run_id)
+            if run.status == "queued":
+                worker.want(run)
+                while True:
+                    item = await watch.next()
+                    if isinstance(item, EventRecord):
+                        if item.seq:
+                            last_seq = item.seq
+                        yield item
+                        if item.type == "run.finished":
+                            return
+                        continue
+                    if item.error is not None:
+                        raise item.error
+                    break  # executed elsewhere (or stopped here): the store has the rest
+        finally:
+            worker.unwatch(watch)
         async for event in self.follow(run_id, after_seq=last_seq):
             yield event
-
-    async def _drive(
-        self, run_id: str, queue: asyncio.Queue[EventRecord | None], *, live: bool = True
-    ) -> None:
-        """Claim the run as soon as it heads its conversation's queue, then execute it."""
-        try:
-            while True:
-                run = await self.store.get_run(run_id)
-                if run.status != "queued":
-                    return  # someone else took it (or it was cancelled): follow the store
-                agent = self.agents[run.agent]
-                lease = await self.store.claim(
-                    run_id,
-                    owner=self.worker.owner,
-                    expected_epoch=run.epoch,
-                    lease_seconds=self.worker.lease_seconds,
-                    now=time.time(),
-                    turn_timeout=agent.turn_timeout,
-                    limits=queue_limits(agent),
-                )
-                if lease is not None:
-                    claimed = await self.store.get_run(run_id)
-                    await self.worker.execute(
-                        claimed, lease, resumed=False, sinks=[queue.put_nowait] if live else []
-                    )
-                    return
-                if not await self._heal(run.conversation_id):
-                    await asyncio.sleep(POLL_INTERVAL)
-        finally:
-            queue.put_nowait(None)
-
-    async def _heal(self, conversation_id: str) -> bool:
-        """Unblock this conversation when the run ahead of ours is abandoned: running with
-        a dead owner (or an expired lease), or queued by a caller that died before it
-        claimed it. The run is executed here rather than waiting for a worker.
-        Returns whether it executed one."""
-        now = time.time()
-        active = [
-            r
-            for r in await self.store.list_runs(conversation_id=conversation_id, limit=50)
-            if r.status in ("queued", "running")
-        ]
-        if not active:
-            return False
-        head = min(active, key=lambda r: r.position)
-        agent = self.agents.get(head.agent)
-        if agent is None:
-            return False
-        if head.status == "running" and not self.worker.orphaned(head, now):
-            return False
-        if head.status == "queued" and now - head.created_at < ABANDONED_AFTER:
-            return False  # its own caller is probably about to claim it
-        lease = await self.store.claim(
-            head.id,
-            owner=self.worker.owner,
-            expected_epoch=head.epoch,
-            lease_seconds=self.worker.lease_seconds,
-            now=now,
-            turn_timeout=agent.turn_timeout,
-            limits=queue_limits(agent),
-        )
-        if lease is None:
-            return False
-        resumed = head.status == "running" or head.started_at is not None
-        await self.worker.execute(await self.store.get_run(head.id), lease, resumed=resumed)
-        return True
 
     async def follow(
         self, run_id: str, *, after_seq: int = 0, interval: float = POLL_INTERVAL
@@ -333,13 +287,12 @@ class Orchestrion:
             executor.request_cancel()
         return run
 
-    def start(self, run_id: str) -> None:
-        """Execute a queued run in the background of this process as soon as its
+    async def start(self, run_id: str) -> None:
+        """Have this process execute a queued run in the background as soon as its
         conversation is free (fire-and-forget: read its events with `subscribe`)."""
-        queue: asyncio.Queue[EventRecord | None] = asyncio.Queue(maxsize=0)
-        driver = asyncio.create_task(self._drive(run_id, queue, live=False))
-        self._tasks.add(driver)
-        driver.add_done_callback(self._tasks.discard)
+        run = await self.store.get_run(run_id)
+        if run.status == "queued":
+            self.worker.want(run)
 
     async def subscribe(
         self, run_id: str, *, after_seq: int = 0, tenant: str | None = None
@@ -375,9 +328,19 @@ class Orchestrion:
 
     # ---- operations ---------------------------------------------------------------------
 
-    async def work(self, *, drain: bool = False, stop: asyncio.Event | None = None) -> int:
-        """Be a worker: execute queued and orphaned runs. Returns how many it executed."""
-        return await self.worker.run(drain=drain, stop=stop)
+    async def work(
+        self,
+        *,
+        drain: bool = False,
+        stop: asyncio.Event | None = None,
+        grace: float | None = 30.0,
+        hurry: asyncio.Event | None = None,
+    ) -> int:
+        """Be a worker: execute queued and orphaned runs of this process's agents, until
+        `stop` is set (or, with `drain`, until nothing is left that it can do). On stop,
+        runs in flight get `grace` seconds to finish (`hurry` cuts it short); the rest go
+        back to the queue for another worker. Returns how many runs ended here."""
+        return await self.worker.run(drain=drain, stop=stop, grace=grace, hurry=hurry)
 
     async def purge(self) -> PurgeReport:
         return await self.store.purge_expired(now=time.time())

@@ -163,7 +163,8 @@ async def test_a_replayed_turn_reaches_the_same_reask_decisions(db_path: Path) -
     healthy = booking_agent(booked, replies)
     async with Orchestrion(f"sqlite:///{db_path}", agents=[healthy]) as orx:
         lease = await orx.store.claim(
-            run.id, owner="b/2/2", expected_epoch=1, lease_seconds=30, now=time.time()
+            run.id, owner="b/2/2", expected_epoch=1, lease_seconds=30, now=time.time(),
+            dead_owner="a/1/1",
         )
         assert lease is not None
         status = await RunExecutor(

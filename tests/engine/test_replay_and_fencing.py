@@ -18,8 +18,15 @@ from .helpers import Counter, Crash, GatedModel, weather_agent
 
 async def _claim(store: SQLiteStore, run_id: str, owner: str) -> tuple:
     run = await store.get_run(run_id)
+    # A crashed owner ("Crash" in these tests leaves its lease current) is taken over as
+    # proved dead.
     lease = await store.claim(
-        run_id, owner=owner, expected_epoch=run.epoch, lease_seconds=30, now=time.time()
+        run_id,
+        owner=owner,
+        expected_epoch=run.epoch,
+        lease_seconds=30,
+        now=time.time(),
+        dead_owner=run.owner,
     )
     assert lease is not None
     return await store.get_run(run_id), lease

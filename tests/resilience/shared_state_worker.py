@@ -190,6 +190,7 @@ async def retry(store: SQLiteStore, me: str, params: dict[str, Any]) -> None:
         expected_epoch=1 if resume else 0,
         lease_seconds=600,
         now=time.time(),
+        dead_owner=params.get("dead_owner") if resume else None,
     )
     assert lease is not None, "claim lost"
     journal = StepAttemptJournal(store, lease, params["run_id"], params["seq"], pipeline="llm")

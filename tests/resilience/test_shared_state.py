@@ -305,7 +305,7 @@ async def test_a_crash_mid_backoff_resumes_at_the_next_attempt_after_the_remaini
     assert killed_at < saved["next_attempt_at"]  # mid-backoff, not after it
 
     # Another worker takes the run over and calls a fresh pipeline on the same step.
-    (second,) = await start_all(workers, "retry", path, ["w2"], {**params, "resume": True})
+    (second,) = await start_all(workers, "retry", path, ["w2"], {**params, "resume": True, "dead_owner": "w1"})
     await second.send("go")
     after = await second.finish()
     (resumed,) = [x["attrs"] for x in after if x.get("event") == "retry.wait"]
@@ -438,7 +438,7 @@ async def test_a_resumed_pipeline_continues_from_the_journal_in_the_store(
         await first.call(flaky, journal=CrashAfterSave(sqlite_store, lease, "r1", 2))
     assert calls == [1, 2]
     clock.advance(1.5)  # of the 4 s wait after attempt 2, 2.5 s are left
-    taken = await sqlite_store.claim("r1", owner="w2", expected_epoch=1, lease_seconds=60, now=0)
+    taken = await sqlite_store.claim("r1", owner="w2", expected_epoch=1, lease_seconds=60, now=61)
     assert taken is not None
     events: Events = []
     second = ResiliencePipeline(
@@ -459,7 +459,7 @@ async def test_a_resumed_pipeline_continues_from_the_journal_in_the_store(
 
 async def test_a_worker_that_lost_its_lease_stops_retrying(sqlite_store: SQLiteStore) -> None:
     lease = await running(sqlite_store)
-    taken = await sqlite_store.claim("r1", owner="w2", expected_epoch=1, lease_seconds=60, now=0)
+    taken = await sqlite_store.claim("r1", owner="w2", expected_epoch=1, lease_seconds=60, now=61)
     assert taken is not None
     calls = 0
 

@@ -33,6 +33,7 @@ from orchestrion.store.base import (
     EffectRecord,
     EventRecord,
     Lease,
+    NewConversation,
     QueueLimits,
     RunCompletion,
     RunRecord,
@@ -380,26 +381,93 @@ class StoreConformance:
         # Another conversation is never busy because of this one.
         await new_run(store, await conversation(store), busy_policy="reject")
 
-    async def test_claimable_runs_are_queue_heads_and_running_runs(self, store: Store) -> None:
+    async def test_next_claimable_is_queue_heads_of_the_given_agents(self, store: Store) -> None:
         a, b, c = [await conversation(store) for _ in range(3)]
-        a1, a2, a3 = [await new_run(store, a, f"a{i}") for i in (1, 2, 3)]
-        b1 = await new_run(store, b, "b1")
-        c1 = await new_run(store, c, "c1")
-        now = time.time()
+        a1, a2, a3 = [await new_run(store, a, f"a{i}-{uid('r')}") for i in (1, 2, 3)]
+        b1 = await new_run(store, b)
+        c1 = await new_run(store, c)
+        other = await new_run(store, await conversation(store), agent="other")
 
-        async def claimable(limit: int = 20) -> dict[str, str]:
-            return {r.id: r.status for r in await store.claimable_runs(now=now, limit=limit)}
+        async def claimable(limit: int = 20, agents: tuple[str, ...] = (AGENT,)) -> list[str]:
+            return ids(await store.next_claimable(agents=agents, limit=limit))
 
-        assert await claimable() == {"a1": "queued", "b1": "queued", "c1": "queued"}
+        assert await claimable() == [a1.id, b1.id, c1.id]  # oldest first
+        assert await claimable(agents=("other",)) == [other.id]
+        assert await claimable(agents=()) == []
         await claim(store, a1)
-        assert await claimable() == {"a1": "running", "b1": "queued", "c1": "queued"}
+        assert await claimable() == [b1.id, c1.id]  # a2 waits behind the running a1
         lease_c = await claim(store, c1)
-        await store.complete_run(lease_c, completion(), now=now)
-        assert await claimable() == {"a1": "running", "b1": "queued"}
+        await store.complete_run(lease_c, completion(), now=time.time())
+        assert await claimable() == [b1.id]
         await store.request_cancel(b1.id)
-        assert await claimable() == {"a1": "running"}
-        assert len(await claimable(limit=1)) == 1
+        assert await claimable() == []
+        assert len(await claimable(limit=1, agents=(AGENT, "other"))) == 1
         assert {a2.id, a3.id}.isdisjoint(await claimable())
+
+    async def test_next_claimable_finds_queued_runs_behind_hundreds_of_running_ones(
+        self, store: Store
+    ) -> None:
+        # However many runs are running (or waiting on a queue limit), the next eligible
+        # run of any queue is found.
+        for _ in range(120):
+            await claim(store, await new_run(store, await conversation(store)))
+        limited = QueueLimits("limited", max_running=1)
+        first_limited = await new_run(store, await conversation(store), agent="limited")
+        await claim(store, first_limited, limits=limited)
+        for _ in range(60):  # a backlog of the limited queue, older than the run below
+            await new_run(store, await conversation(store), agent="limited")
+        late = await new_run(store, await conversation(store))
+        found = await store.next_claimable(
+            agents=[AGENT, "limited"], limits=[limited], limit=5
+        )
+        assert ids(found) == [late.id]
+
+    async def test_queue_heads_shows_the_runs_and_what_blocks_them(self, store: Store) -> None:
+        a, b = await conversation(store), await conversation(store)
+        a1, a2, a3 = [await new_run(store, a) for _ in range(3)]
+        b1 = await new_run(store, b)
+        await claim(store, a1)
+        by_id = {r.id: r for r in await store.queue_heads([a3.id, b1.id, "run-nope"])}
+        assert set(by_id) == {a1.id, a3.id, b1.id}  # a3 itself, a1 ahead of it, b1 itself
+        assert (by_id[a1.id].status, by_id[a3.id].status) == ("running", "queued")
+        assert a2.id not in by_id and await store.queue_heads([]) == []
+
+    async def test_orphan_candidates_and_cancel_requests(self, store: Store) -> None:
+        cid = await conversation(store)
+        expired, here, fresh = [await new_run(store, await conversation(store)) for _ in range(3)]
+        await store.claim(
+            expired.id, owner="far:1/1/1", expected_epoch=0, lease_seconds=1, now=1000.0
+        )
+        await claim(store, here, owner="this-host/42/7")
+        await claim(store, fresh, owner="far:1/2/2")
+        found = ids(await store.orphan_candidates(now=time.time(), owner_prefix="this-host/"))
+        assert sorted(found) == sorted([expired.id, here.id])
+        await store.request_cancel(fresh.id)
+        flagged = await store.cancel_requested([expired.id, fresh.id, "run-nope"])
+        assert flagged == [fresh.id]
+        assert await store.cancel_requested([]) == []
+        assert cid
+
+    async def test_create_run_can_create_its_conversation_in_the_same_write(
+        self, store: Store
+    ) -> None:
+        cid = uid("conv")
+        fresh = NewConversation(agent=AGENT, ttl_seconds=LONG_TTL, state=IDLE)
+        run = await store.create_run(
+            run_id=uid("run"), conversation_id=cid, tenant=TENANT, agent=AGENT,
+            input={"message": "hi"}, trace_id="t" * 32, deadline_at=None,
+            busy_policy="enqueue", event=event("x", 1, "run.created"), new_conversation=fresh,
+        )
+        record = await store.get_conversation(cid, tenant=TENANT)
+        assert (record.agent, record.state, run.status) == (AGENT, IDLE, "queued")
+        again = await new_run(store, cid)  # an existing conversation is kept as it is
+        assert again.position > run.position
+        with pytest.raises(NotFound):  # another tenant's id stays invisible
+            await store.create_run(
+                run_id=uid("run"), conversation_id=cid, tenant=OTHER_TENANT, agent=AGENT,
+                input={}, trace_id="t" * 32, deadline_at=None, busy_policy="enqueue",
+                event=event("y", 1, "run.created"), new_conversation=fresh,
+            )
 
     # ---- claims and leases --------------------------------------------------------------
 
@@ -442,6 +510,62 @@ class StoreConformance:
             await store.claim(run.id, owner="w3", expected_epoch=1, lease_seconds=30, now=2001.0)
             is None
         )
+
+    async def test_a_takeover_needs_an_expired_lease_or_a_dead_owner(self, store: Store) -> None:
+        cid = await conversation(store)
+        run = await new_run(store, cid)
+        await store.claim(run.id, owner="w1", expected_epoch=0, lease_seconds=30, now=1000.0)
+        take = dict(owner="w2", expected_epoch=1, lease_seconds=30)
+        # Checked inside the claim's transaction: a live lease is not taken...
+        assert await store.claim(run.id, **take, now=1010.0) is None  # type: ignore[arg-type]
+        assert await store.claim(  # type: ignore[arg-type]
+            run.id, **take, now=1010.0, dead_owner="someone-else"
+        ) is None
+        # ...and a renewal that lands before the takeover wins the race.
+        lease = Lease(run.id, "w1", 1)
+        await store.renew_lease(lease, lease_seconds=30, now=1025.0)
+        assert await store.claim(run.id, **take, now=1040.0) is None  # type: ignore[arg-type]
+        assert (await store.get_run(run.id)).owner == "w1"
+        # A proved-dead owner is taken over at once; an expired lease by anyone.
+        taken = await store.claim(run.id, **take, now=1041.0, dead_owner="w1")  # type: ignore[arg-type]
+        assert taken is not None and taken.epoch == 2
+        again = await store.claim(  # type: ignore[arg-type]
+            run.id, owner="w3", expected_epoch=2, lease_seconds=30, now=1072.0
+        )
+        assert again is not None and again.epoch == 3
+
+    async def test_renew_leases_renews_many_and_reports_lost_and_cancelled(
+        self, store: Store
+    ) -> None:
+        leases = [(await running_run(store))[2] for _ in range(3)]
+        await store.request_cancel(leases[1].run_id)
+        await store.claim(  # the third is taken over (its lease expired meanwhile)
+            leases[2].run_id, owner="w9", expected_epoch=1, lease_seconds=30,
+            now=time.time() + 60,
+        )
+        outcome = await store.renew_leases(leases, lease_seconds=500.0, now=time.time())
+        assert outcome == {leases[0].run_id: False, leases[1].run_id: True, leases[2].run_id: None}
+        stored = await store.get_run(leases[0].run_id)
+        assert stored.lease_expires_at is not None
+        assert stored.lease_expires_at > time.time() + 400
+        assert await store.renew_leases([], lease_seconds=1, now=1) == {}
+
+    async def test_a_state_change_rides_with_a_step_or_an_events_write(
+        self, store: Store
+    ) -> None:
+        cid, _run, lease = await running_run(store)
+        await store.record_step(
+            lease, step(lease, 1), [event(lease.run_id, 2)], lease_seconds=LEASE, state=WORKING
+        )
+        assert (await store.get_conversation(cid)).state == WORKING
+        await store.append_events(lease, [], state="STREAMING_RESPONSE")
+        assert (await store.get_conversation(cid)).state == "STREAMING_RESPONSE"
+        await store.record_step(lease, step(lease, 2), [], lease_seconds=LEASE)
+        assert (await store.get_conversation(cid)).state == "STREAMING_RESPONSE"  # unchanged
+        stale = Lease(lease.run_id, lease.owner, lease.epoch - 1)
+        with pytest.raises(LeaseLost):  # fenced like the rest of the write
+            await store.append_events(stale, [], state=IDLE)
+        assert (await store.get_conversation(cid)).state == "STREAMING_RESPONSE"
 
     async def test_a_preset_deadline_is_kept_by_the_first_claim(self, store: Store) -> None:
         cid = await conversation(store)
@@ -496,7 +620,7 @@ class StoreConformance:
         await store.release(lease)
         stored = await store.get_run(run.id)
         assert (stored.status, stored.owner, stored.position) == ("queued", None, run.position)
-        assert ids(await store.claimable_runs(now=time.time())) == [run.id]
+        assert ids(await store.next_claimable(agents=[AGENT])) == [run.id]
         # The released lease is dead.
         with pytest.raises(LeaseLost):
             await store.record_step(lease, step(lease, 1), [], lease_seconds=LEASE)
@@ -516,7 +640,12 @@ class StoreConformance:
         await store.record_step(stale, step(stale, 1), [event(run.id, 2)], lease_seconds=LEASE)
         await store.save_attempt(stale, 2, {"attempt": 1, "by": "stale"})
         fresh = await store.claim(
-            run.id, owner="w2", expected_epoch=stale.epoch, lease_seconds=LEASE, now=time.time()
+            run.id,
+            owner="w2",
+            expected_epoch=stale.epoch,
+            lease_seconds=LEASE,
+            now=time.time(),
+            dead_owner=stale.owner,
         )
         assert fresh is not None and fresh.epoch == stale.epoch + 1
         return cid, run, stale, fresh
@@ -760,7 +889,7 @@ class StoreConformance:
             await store.claim(run.id, owner="w", expected_epoch=0, lease_seconds=1, now=1) is None
         )
         # The next run of the conversation moves to the head.
-        assert ids(await store.claimable_runs(now=time.time())) == [behind.id]
+        assert ids(await store.next_claimable(agents=[AGENT])) == [behind.id]
         assert (await claim(store, behind)).epoch == 1
 
     async def test_cancel_a_running_run_flags_it(self, store: Store) -> None:
@@ -913,7 +1042,9 @@ class StoreConformance:
                 is not None
             )
             # A takeover adds no running run: it is never refused by the limit.
-            taken = await other.claim(runs[0].id, owner="c", **{**go, "expected_epoch": 1})
+            taken = await other.claim(
+                runs[0].id, owner="c", **{**go, "expected_epoch": 1}, dead_owner="a"
+            )
             assert taken == Lease(run_id=runs[0].id, owner="c", epoch=2)
             # A run that ends frees its place: the refused run starts now.
             await other.complete_run(taken, completion(), now=time.time())

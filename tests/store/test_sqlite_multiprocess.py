@@ -76,8 +76,8 @@ async def hammer(store, out):
     await create(store, f"{me}-own", params["own_runs"])
     total = params["total_runs"]
     while True:
-        candidates = await store.claimable_runs(now=time.time(), limit=100)
-        queued = [r for r in candidates if r.status == "queued"]
+        candidates = await store.next_claimable(agents=["a"], limit=100)
+        queued = list(candidates)
         random.shuffle(queued)
         if not queued:
             finished = [r for r in await store.list_runs(limit=100000) if r.terminal]
@@ -281,7 +281,7 @@ async def test_takeover_races_have_exactly_one_winner(tmp_path: Path) -> None:
         runs = await seed(store, 12, 1)
         for run in runs:
             assert await store.claim(
-                run.id, owner="dead", expected_epoch=0, lease_seconds=1, now=time.time()
+                run.id, owner="dead", expected_epoch=0, lease_seconds=1, now=time.time() - 10
             )
     run_ids = [r.id for r in runs]
     results = await asyncio.to_thread(run_workers, path, "takeover", {"runs": run_ids})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -171,7 +171,7 @@ async def run_turn(ctx: TurnContext) -> TurnOutcome:
                     _answered(Message.tool_result(call, outcome.tool_result, is_error=True))
                 )
                 give_up = give_up or outcome.user_message
-        turn.extend(await asyncio.gather(*pending))
+        turn.extend(await _together(pending))
         if give_up is not None:  # policy "message": end the turn with the configured words
             turn.append(Message.assistant(give_up))
             return TurnOutcome(give_up, turn, usage, round_number + 1)
@@ -216,6 +216,31 @@ def _final_answer(
 
 async def _answered(message: Message) -> Message:
     return message
+
+
+async def _together(calls: list[Awaitable[Message]]) -> list[Message]:
+    """Run one response's tool calls concurrently, as a structured group: when one raises
+    what ends the turn (lease lost, deadline, cancellation, store failure), the others are
+    cancelled and the turn goes on only once all of them have stopped, so no tool of this
+    turn acts after the turn has ended. (A tool's own failure is a result, not a raise.)"""
+    if len(calls) == 1:
+        return [await calls[0]]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_as_coroutine(c)) for c in calls]
+    except BaseExceptionGroup as failed:
+        raise _first_cause(failed) from None
+    return [t.result() for t in tasks]
+
+
+async def _as_coroutine(awaitable: Awaitable[Message]) -> Message:
+    return await awaitable
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that ends the turn: the first one raised, unwrapped from its group."""
+    first = group.exceptions[0]
+    return _first_cause(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _report_arguments(

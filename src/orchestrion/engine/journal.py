@@ -62,7 +62,14 @@ class Journal:
         self._next_seq = 1
         self.executed = 0  # steps executed by this process (tests count replay with it)
         self.replayed = 0
+        # Whether an earlier owner may have started steps past the recorded ones (their
+        # retry state is then worth loading); a fresh run's steps have no past.
+        self.resumed = bool(recorded)
         emitter.suppressed = self.replaying
+
+    def may_have_attempts(self, seq: int) -> bool:
+        """Whether step `seq` may have retry state saved by an earlier owner."""
+        return self.resumed and seq > self._last_recorded
 
     def replaying(self) -> bool:
         """True while the run is still walking through steps a previous owner recorded."""
@@ -173,8 +180,8 @@ class Journal:
             epoch=self.lease.epoch,
         )
         await emitter.commit(
-            lambda events: self.store.record_step(
-                self.lease, record, events, lease_seconds=self.lease_seconds
+            lambda events, state: self.store.record_step(
+                self.lease, record, events, lease_seconds=self.lease_seconds, state=state
             )
         )
         if failure is not None:

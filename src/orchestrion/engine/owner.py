@@ -68,3 +68,8 @@ def owner_is_gone(owner: str | None) -> bool:
         return True
     state, now_started = info
     return state in ("Z", "X") or (started != "0" and now_started not in ("?", started))
+
+
+def owner_host(owner: str) -> str:
+    """The host part of an owner identity (what `owner_is_gone` can judge from here)."""
+    return owner.rsplit("/", 2)[0]

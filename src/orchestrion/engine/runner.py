@@ -1,19 +1,22 @@
-"""Executing one claimed run: lease upkeep, the turn under its deadline, and completion.
+"""Executing one claimed run: the turn under its deadline, then its completion.
 
-The executor owns the run while its lease is current. A background ticker flushes
-buffered events and renews the lease; if the lease is lost (another worker took over)
-the turn is stopped and nothing more is written. Completion (run status, the turn's
-messages appended to the history, the conversation's state and version) is one
-transaction, so the history changes exactly once per turn.
+The executor owns the run while its lease is current. The process's scheduler (the
+`Worker`) keeps the lease alive, flushes events that waited, and tells the executor when
+the lease was lost (another worker took over: the turn stops and nothing more is
+written), when the run was cancelled, or when the process shuts down and hands the run
+back. Completion (run status, the turn's messages appended to the history, the
+conversation's state and version) is one transaction, so the history changes exactly
+once per turn; the turn's end is published to live readers only once that transaction
+committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from orchestrion.engine.agent import Agent, TurnContext, TurnOutcome, run_turn
 from orchestrion.engine.conversation import ConversationState, check_transition
@@ -21,7 +24,6 @@ from orchestrion.engine.journal import Journal
 from orchestrion.errors import (
     InvalidOutput,
     LeaseLost,
-    OrchestrionError,
     RunCancelled,
     StepFailed,
 )
@@ -34,8 +36,10 @@ from orchestrion.store.base import EffectRecord, Lease, RunCompletion, RunRecord
 log = logging.getLogger("orchestrion.runner")
 
 DEFAULT_LEASE_SECONDS = 30.0
-FLUSH_INTERVAL = 0.02  # seconds between background flushes (a commit only when events wait)
-CANCEL_POLL = 0.5  # how often the store is asked whether another process cancelled the run
+
+# How an execution ended in this process: a terminal status, "lost" (another worker took
+# the run over) or "released" (handed back to the queue at shutdown).
+Ending = Literal["succeeded", "failed", "cancelled", "lost", "released"]
 
 
 class RunExecutor:
@@ -50,6 +54,7 @@ class RunExecutor:
         sinks: list[Sink] | None = None,
         resumed: bool = False,
         breakers: BreakerRegistry | None = None,
+        on_pending: Callable[[RunEmitter], None] | None = None,
     ) -> None:
         self.store = store
         self.breakers = breakers or BreakerRegistry(store)
@@ -57,25 +62,60 @@ class RunExecutor:
         self.run = run
         self.lease = lease
         self.lease_seconds = lease_seconds
-        self.sinks = sinks or []
+        self.sinks = sinks if sinks is not None else []
         self.resumed = resumed
         self.journal: Journal | None = None
+        self.emitter = RunEmitter(run.id, run.trace_id, next_seq=1)
+        self.emitter.sinks = self.sinks
+        self.emitter.on_pending = on_pending
         self._state = ConversationState.AWAITING_INPUT
-        self._cancel_requested = False
+        self._stop: Literal["cancel", "lost", "release"] | None = None
         self._turn: asyncio.Task[TurnOutcome] | None = None
-        self._lease_lost = False
 
-    async def execute(self) -> str:
-        """Run the turn to a terminal status; return it ("lost" if the lease was lost)."""
+    # ---- what the scheduler tells the executor ---------------------------------------
+
+    def request_cancel(self) -> None:
+        """Stop the turn: in-flight model and tool calls are cancelled, and the run ends
+        as cancelled with the conversation back to AWAITING_INPUT."""
+        self._stop_turn("cancel")
+
+    def lease_lost(self) -> None:
+        """Another worker took the run over: stop at once and write nothing more."""
+        log.warning("run %s: lease lost to another worker; stopping", self.run.id)
+        self._stop_turn("lost")
+
+    def hand_back(self) -> None:
+        """Stop the turn and give the run back to the queue (the process shuts down)."""
+        self._stop_turn("release")
+
+    def _stop_turn(self, why: Literal["cancel", "lost", "release"]) -> None:
+        if self._stop == "lost" or (self._stop is not None and why != "lost"):
+            return  # the first reason stands (a lost lease overrides all)
+        self._stop = why
+        if self._turn is not None and not self._turn.done():
+            self._turn.cancel()
+
+    async def flush(self) -> None:
+        """Write what waited (a long step's start, streamed text, a state change)."""
+        emitter = self.emitter
+        if emitter.pending:
+            await emitter.commit(
+                lambda events, state: self.store.append_events(self.lease, events, state=state)
+            )
+
+    # ---- the execution -----------------------------------------------------------------
+
+    async def execute(self) -> Ending:
+        """Run the turn to a terminal status and return it (or "lost"/"released")."""
         store, run = self.store, self.run
         conversation = await store.get_conversation(run.conversation_id)
         self._state = ConversationState(conversation.state)
         history = [Message.model_validate(m) for m in await store.history(run.conversation_id)]
         recorded = await store.load_steps(run.id)
-        emitter = RunEmitter(run.id, run.trace_id, next_seq=await store.last_event_seq(run.id) + 1)
-        emitter.sinks.extend(self.sinks)
-        self.emitter = emitter
+        emitter = self.emitter
+        emitter.reset_seq(await store.last_event_seq(run.id) + 1)
         journal = Journal(store, self.lease, emitter, recorded, lease_seconds=self.lease_seconds)
+        journal.resumed = bool(recorded) or self.resumed
         self.journal = journal
         if recorded or self.resumed:
             emitter.emit(
@@ -119,26 +159,24 @@ class RunExecutor:
         )
         turn = asyncio.create_task(self._bounded_turn(ctx))
         self._turn = turn
-        if self._cancel_requested:  # cancelled before the turn even started
+        if self._stop is not None:  # stopped before the turn even started
             turn.cancel()
-        ticker = asyncio.create_task(self._tick(turn))
+        outcome: TurnOutcome | BaseException
         try:
-            try:
-                outcome: TurnOutcome | BaseException = await turn
-            except asyncio.CancelledError:
-                if self._lease_lost:
-                    return "lost"
-                if not self._cancel_requested:
-                    raise
-                outcome = RunCancelled("the run was cancelled")
-            except LeaseLost:
-                return "lost"
-            except Exception as exc:
-                outcome = exc
-        finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            outcome = await turn
+        except asyncio.CancelledError:
+            if self._stop is None:
+                raise  # the executor itself was cancelled: not ours to decide
+            outcome = RunCancelled("the run was cancelled")
+        except LeaseLost:
+            self._stop = "lost"
+            return "lost"
+        except Exception as exc:
+            outcome = exc
+        if self._stop == "lost":
+            return "lost"
+        if self._stop == "release" and not isinstance(outcome, TurnOutcome):
+            return await self._release()
         try:
             return await self._complete(outcome)
         except LeaseLost:
@@ -150,67 +188,19 @@ class RunExecutor:
         async with deadline(at=self.run.deadline_at, name=f"turn of {self.agent.name}"):
             return await run_turn(ctx)
 
-    async def _tick(self, turn: asyncio.Task[TurnOutcome]) -> None:
-        """Flush buffered events, renew the lease and watch for a cancel request, until
-        the turn ends."""
-        renew_every = self.lease_seconds / 3
-        next_renew = time.monotonic() + renew_every
-        next_cancel_check = time.monotonic() + CANCEL_POLL
-        while not turn.done():
-            await asyncio.sleep(FLUSH_INTERVAL)
-            try:
-                if self.emitter.pending:
-                    await self.emitter.commit(
-                        lambda events: self.store.append_events(self.lease, events)
-                    )
-                now = time.monotonic()
-                cancel = False
-                if now >= next_renew:
-                    next_renew = now + renew_every
-                    cancel = await self.store.renew_lease(
-                        self.lease, lease_seconds=self.lease_seconds, now=time.time()
-                    )
-                elif now >= next_cancel_check:
-                    next_cancel_check = now + CANCEL_POLL
-                    cancel = (await self.store.get_run(self.run.id)).cancel_requested
-                if cancel:
-                    self.request_cancel()
-            except LeaseLost:
-                log.warning("run %s: lease lost to another worker; stopping", self.run.id)
-                self._lease_lost = True
-                turn.cancel()
-                return
-            except OrchestrionError as exc:  # a store hiccup: the next tick tries again
-                log.warning("run %s: background flush failed: %s", self.run.id, exc)
-
-    def request_cancel(self) -> None:
-        """Stop the turn: in-flight model and tool calls are cancelled, and the run ends
-        as cancelled with the conversation back to AWAITING_INPUT."""
-        if self._cancel_requested:
-            return
-        self._cancel_requested = True
-        if self._turn is not None and not self._turn.done():
-            self._turn.cancel()
+    async def _release(self) -> Ending:
+        """Hand the run back: it is queued again at its place and resumes elsewhere from
+        its journal (events not yet written are dropped: their steps re-execute)."""
+        try:
+            await self.store.release(self.lease)
+        except LeaseLost:
+            return "lost"
+        return "released"
 
     async def _set_state(self, new: ConversationState) -> None:
         if self.journal is not None and self.journal.replaying():
             return  # recorded steps already moved the conversation: nothing new happened
-        if new == self._state:
-            return
-        check_transition(self._state, new)
-        self.emitter.emit(
-            "state.changed",
-            f"{self._state} -> {new}",
-            force=True,
-            attributes={"from": str(self._state), "to": str(new)},
-        )
-        current = self._state
-        await self.emitter.commit(
-            lambda events: self.store.set_conversation_state(
-                self.lease, self.run.conversation_id, current, new, events
-            )
-        )
-        self._state = new
+        self._move(new)
 
     async def _record_effect(self, key: str, kind: str, payload: dict[str, Any]) -> bool:
         return await self.store.record_effect(
@@ -225,9 +215,10 @@ class RunExecutor:
             )
         )
 
-    async def _complete(self, outcome: TurnOutcome | BaseException) -> str:
+    async def _complete(self, outcome: TurnOutcome | BaseException) -> Ending:
         agent, emitter = self.agent, self.emitter
         now = time.time()
+        status: Literal["succeeded", "failed", "cancelled"]
         if isinstance(outcome, TurnOutcome):
             status = "succeeded"
             result: dict[str, Any] = {
@@ -260,6 +251,7 @@ class RunExecutor:
             force=True,
             attributes={
                 "run.status": status,
+                "owner": self.lease.owner,
                 **({"error.type": error["type"]} if error else {}),
                 **(
                     {
@@ -274,10 +266,10 @@ class RunExecutor:
         )
         final_state = str(self._state)
         await emitter.commit(
-            lambda events: self.store.complete_run(
+            lambda events, _state: self.store.complete_run(
                 self.lease,
                 RunCompletion(
-                    status=status,  # type: ignore[arg-type]
+                    status=status,
                     result=result,
                     error=error,
                     new_messages=new_messages,
@@ -290,7 +282,7 @@ class RunExecutor:
         return status
 
     def _move(self, target: ConversationState) -> None:
-        """A state change written with the completion transaction (not on its own)."""
+        """A state change: an event now, written with the run's next commit."""
         if target == self._state:
             return
         check_transition(self._state, target)
@@ -301,6 +293,7 @@ class RunExecutor:
             attributes={"from": str(self._state), "to": str(target)},
         )
         self._state = target
+        self.emitter.set_state(str(target))
 
 
 def _degradation(agent: Agent, exc: BaseException) -> str:

@@ -2,15 +2,19 @@
 
 Durable events get a per-run sequence number from the run's current owner (only the
 lease holder writes a run's events, so no coordination is needed). They are buffered and
-written in the next transaction the run makes anyway (a step record), or by the run's
-background flusher a moment later: one commit per step, not per event.
+written in the next transaction the run makes anyway (a step record, the completion), or
+by the process's upkeep when they have waited a moment (a long step's start, streamed
+text): one commit per step, not per event. A pending conversation state change rides in
+the same commit as the events it comes with.
 
-Text is the exception to "one event per thing": a model streams tokens far faster than
-rows are worth writing. Live consumers in this process get every token at once (seq 0,
-never stored); the durable record gets the same text coalesced into `text.delta` chunks
-of at most TEXT_CHUNK_SECONDS each, so a reader that reattaches later, or in another
-process, still receives every character exactly once, in order, at the cost of up to one
-chunk's delay.
+Live consumers in this process (a caller iterating `Orchestrion.stream`) get a durable
+event only once it is committed: what they see has happened, and a turn's end is never
+reported before it is durable. Streamed text is the exception: a model streams tokens
+far faster than rows are worth writing, so live consumers get every token at once (seq
+0, never stored, like `text.reset` for a voided attempt), while the durable record gets
+the same text coalesced into `text.delta` chunks of at most TEXT_CHUNK_SECONDS each, so
+a reader that reattaches later, or in another process, still receives every character
+exactly once, in order.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ def run_span_id(run_id: str) -> str:
 
 
 Sink = Callable[[EventRecord], None]
+# A durable write of a run: its buffered events and its pending conversation state.
+Write = Callable[[list[EventRecord], str | None], Awaitable[T]]
 
 
 class RunEmitter:
@@ -68,7 +74,14 @@ class RunEmitter:
         self.root_span = run_span_id(run_id)
         self._next_seq = next_seq
         self._buffer: list[EventRecord] = []
+        self._quiet: set[int] = set()  # seqs of buffered events live readers already had
+        self._state: str | None = None  # a conversation state change not yet written
+        self.pending_since = 0.0  # monotonic time the oldest unwritten thing appeared
+        # Called when something becomes pending (the upkeep then flushes it if it waits).
+        self.on_pending: Callable[[RunEmitter], None] | None = None
         self.sinks: list[Sink] = []
+        # Called with every batch of events once committed (exporters, metrics).
+        self.committed: list[Callable[[list[EventRecord]], None]] = []
         # While the journal replays recorded steps, their events already exist: drop them.
         self.suppressed: Callable[[], bool] = lambda: False
         # The text chunk being gathered: its parts, its span, when it started.
@@ -78,59 +91,78 @@ class RunEmitter:
         self._commit_lock = asyncio.Lock()
         self._spans_with_text: set[str] = set()
 
-    async def commit(self, write: Callable[[list[EventRecord]], Awaitable[T]]) -> T:
-        """Hand the buffered events to `write` (a store call that stores them), one writer
-        at a time. Sequence numbers are handed out in order; without this, two writes of
-        one run could commit out of order (a step record and a background flush on two
+    def reset_seq(self, next_seq: int) -> None:
+        """Number the next event `next_seq` (the run's stored events come before it)."""
+        assert not self._buffer, "events were emitted before the run's numbering was known"
+        self._next_seq = next_seq
+
+    async def commit(self, write: Write[T]) -> T:
+        """Hand the buffered events and the pending state change to `write` (a store call
+        that stores them in one transaction), one writer at a time, then publish them to
+        live sinks. Sequence numbers are handed out in order; without the lock, two writes
+        of one run could commit out of order (a step record and a background flush on two
         pooled connections, or one of them waiting out a lock), and a reader between the
-        two commits would move past the lower numbers for good. Events of a write that
-        fails go back to the buffer, except when the lease is lost (nothing may be
+        two commits would move past the lower numbers for good. What a failed write
+        carried goes back to the buffer, except when the lease is lost (nothing may be
         written then)."""
         async with self._commit_lock:
-            events = self.drain()
+            events, state, quiet = self.drain()
             try:
-                return await write(events)
+                result = await write(events, state)
             except LeaseLost:
                 raise
             except BaseException:
                 self._buffer[:0] = events
+                self._quiet |= quiet
+                if self._state is None:
+                    self._state = state
+                self._mark_pending()
                 raise
+            for listener in self.committed:
+                listener(events)
+            if self.sinks:
+                for event in events:
+                    if event.seq not in quiet:
+                        self._publish(event)
+            return result
 
-    def drain(self) -> list[EventRecord]:
+    def drain(self) -> tuple[list[EventRecord], str | None, set[int]]:
+        """Take what is pending: (events, state change, seqs not to publish)."""
         self._close_chunk()
         buffered, self._buffer = self._buffer, []
-        return buffered
+        quiet, self._quiet = self._quiet, set()
+        state, self._state = self._state, None
+        self.pending_since = 0.0
+        return buffered, state, quiet
 
     @property
     def pending(self) -> bool:
-        return bool(self._buffer) or bool(self._chunk)
+        return bool(self._buffer) or bool(self._chunk) or self._state is not None
+
+    def set_state(self, state: str) -> None:
+        """A conversation state change, written with the run's next commit."""
+        self._state = state
+        self._mark_pending()
+
+    def _mark_pending(self) -> None:
+        if not self.pending_since:
+            self.pending_since = time.monotonic()
+            if self.on_pending is not None:
+                self.on_pending(self)
 
     def text(self, text: str, *, parent_span_id: str) -> None:
         """A piece of streamed model text: live now, durable as part of a chunk."""
         if self.suppressed() or not text:
             return
         now = time.time()
-        if self.sinks:
-            self._publish(
-                EventRecord(
-                    run_id=self.run_id,
-                    seq=0,
-                    type="text.delta",
-                    name="text",
-                    trace_id=self.trace_id,
-                    span_id=parent_span_id,
-                    parent_span_id=parent_span_id,
-                    start=now,
-                    end=now,
-                    attributes={"text": text},
-                )
-            )
+        self._live("text.delta", "text", parent_span_id, now, {"text": text})
         if self._chunk and (
             self._chunk_span != parent_span_id or now - self._chunk_started > TEXT_CHUNK_SECONDS
         ):
             self._close_chunk()
         if not self._chunk:
             self._chunk_span, self._chunk_started = parent_span_id, now
+            self._mark_pending()
         self._chunk.append(text)
         if parent_span_id not in self._spans_with_text:
             # The first words of an answer are worth a row of their own: a reader sees
@@ -143,12 +175,36 @@ class RunEmitter:
         instead): readers discard it. Text not yet durable is simply dropped."""
         if self._chunk_span == parent_span_id:
             self._chunk = []
+        attributes = {"attempt": attempt}
+        # Live readers must hear of it before the next attempt's text, not at the commit.
+        self._live("text.reset", "text.reset", parent_span_id, time.time(), attributes)
         self.emit(
             "text.reset",
             "text.reset",
             parent_span_id=parent_span_id,
-            attributes={"attempt": attempt},
+            attributes=attributes,
+            publish=False,
         )
+
+    def _live(
+        self, type: str, name: str, span_id: str, at: float, attributes: dict[str, Any]
+    ) -> None:
+        """A live-only event (seq 0, never stored) for the sinks of this process."""
+        if self.sinks:
+            self._publish(
+                EventRecord(
+                    run_id=self.run_id,
+                    seq=0,
+                    type=type,
+                    name=name,
+                    trace_id=self.trace_id,
+                    span_id=span_id,
+                    parent_span_id=span_id,
+                    start=at,
+                    end=at,
+                    attributes=attributes,
+                )
+            )
 
     def _close_chunk(self) -> None:
         if not self._chunk:
@@ -182,8 +238,9 @@ class RunEmitter:
         force: bool = False,
         publish: bool = True,
     ) -> EventRecord | None:
-        """A durable event. `end=None` with a given span_id opens a span; a point event
-        (no span_id) gets its own span with start == end."""
+        """A durable event, published to live sinks once committed (unless `publish` is
+        False: live readers already had its content). `end=None` with a given span_id opens
+        a span; a point event (no span_id) gets its own span with start == end."""
         if not force and self.suppressed():
             return None
         self._close_chunk()  # text streamed before this event keeps its place in the order
@@ -211,6 +268,7 @@ class RunEmitter:
         )
         self._next_seq += 1
         self._buffer.append(event)
-        if publish:
-            self._publish(event)
+        if not publish:
+            self._quiet.add(event.seq)
+        self._mark_pending()
         return event

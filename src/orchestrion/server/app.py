@@ -311,7 +311,7 @@ class Api:
             ) from None
         except NotFound:  # the conversation was purged meanwhile
             raise CONVERSATION_NOT_FOUND from None
-        self.orx.start(run.id)
+        await self.orx.start(run.id)
         headers = {"Location": f"/v1/runs/{run.id}", "X-Run-Id": run.id}
         if not body.stream:
             return JSONResponse(self.run_json(run), status_code=202, headers=headers)

@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from orchestrion.errors import LeaseLost
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 Durability = Literal["normal", "full"]
 BusyPolicy = Literal["enqueue", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    """A conversation for `create_run` to create, in the same transaction, when its id is
+    not taken yet (so a turn on a new conversation costs one commit, not two)."""
+
+    agent: str
+    ttl_seconds: float
+    state: str
 
 
 @dataclass(slots=True)
@@ -273,9 +286,13 @@ class Store(abc.ABC):
         deadline_at: float | None,
         busy_policy: BusyPolicy,
         event: EventRecord,
+        new_conversation: NewConversation | None = None,
     ) -> RunRecord:
         """Queue a run. With busy_policy "reject", raise ConversationBusy when the
-        conversation already has a queued or running run (checked atomically)."""
+        conversation already has a queued or running run (checked atomically).
+
+        With `new_conversation`, a conversation of that id is created first when there is
+        none (same transaction); an existing one of another tenant is still NotFound."""
 
     @abc.abstractmethod
     async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord: ...
@@ -287,9 +304,36 @@ class Store(abc.ABC):
         """Newest first."""
 
     @abc.abstractmethod
-    async def claimable_runs(self, *, now: float, limit: int = 20) -> list[RunRecord]:
-        """Candidates for a worker: queued runs at the head of their conversation's queue,
-        and running runs (the caller decides whether their owner is gone)."""
+    async def next_claimable(
+        self,
+        *,
+        agents: Collection[str],
+        limits: Sequence[QueueLimits] = (),
+        limit: int = 20,
+    ) -> list[RunRecord]:
+        """Queued runs at the head of their conversation's queue, oldest first, of the
+        given agents only, leaving out queues that `limits` says are full right now (at
+        `max_running`, or with an empty token bucket). However many runs are running or
+        waiting behind a limit, the next eligible run of any queue is found. A hint: the
+        claim decides, atomically."""
+
+    @abc.abstractmethod
+    async def queue_heads(self, run_ids: Collection[str]) -> list[RunRecord]:
+        """The given runs (unknown ids left out), and for each of their conversations the
+        active run that goes first (the running one, else the oldest queued one): what a
+        scheduler needs to know whether the runs it waits for can start, or what blocks
+        them. Each run appears once."""
+
+    @abc.abstractmethod
+    async def cancel_requested(self, run_ids: Collection[str]) -> list[str]:
+        """Which of these runs have a cancel request (one read for many running runs)."""
+
+    @abc.abstractmethod
+    async def orphan_candidates(
+        self, *, now: float, owner_prefix: str, limit: int = 100
+    ) -> list[RunRecord]:
+        """Running runs whose lease expired before `now`, or whose owner starts with
+        `owner_prefix` (this host: the caller checks whether that owner is alive)."""
 
     @abc.abstractmethod
     async def claim(
@@ -302,10 +346,15 @@ class Store(abc.ABC):
         now: float,
         turn_timeout: float | None = None,
         limits: QueueLimits | None = None,
+        dead_owner: str | None = None,
     ) -> Lease | None:
         """Take a run: a queued run at the head of its conversation, or a running run
         still at `expected_epoch` (a takeover). Bumps the epoch. None if someone else won.
         The first claim fixes the run's deadline at now + turn_timeout.
+
+        A takeover is checked inside the transaction: the run's lease must have expired
+        before `now`, or its owner must be `dead_owner` (an owner the caller proved dead).
+        A renewal that lands first makes the takeover lose.
 
         With `limits` (of the run's queue, i.e. its agent), starting a queued run is also
         refused (None, the run stays queued and can be claimed later) when the queue
@@ -315,6 +364,21 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def renew_lease(self, lease: Lease, *, lease_seconds: float, now: float) -> bool:
         """Extend the lease; LeaseLost if it was taken over. Returns cancel_requested."""
+
+    async def renew_leases(
+        self, leases: Sequence[Lease], *, lease_seconds: float, now: float
+    ) -> dict[str, bool | None]:
+        """Renew many leases at once: run id -> cancel_requested, or None for a lease that
+        was lost. Backends override this with one transaction for all of them."""
+        outcome: dict[str, bool | None] = {}
+        for lease in leases:
+            try:
+                outcome[lease.run_id] = await self.renew_lease(
+                    lease, lease_seconds=lease_seconds, now=now
+                )
+            except LeaseLost:
+                outcome[lease.run_id] = None
+        return outcome
 
     @abc.abstractmethod
     async def release(self, lease: Lease) -> None:
@@ -336,16 +400,26 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def record_step(
-        self, lease: Lease, step: StepRecord, events: list[EventRecord], *, lease_seconds: float
+        self,
+        lease: Lease,
+        step: StepRecord,
+        events: list[EventRecord],
+        *,
+        lease_seconds: float,
+        state: str | None = None,
     ) -> None:
         """Record a step result and events in one fenced transaction. The lease is
-        renewed to finished_at + lease_seconds when less than half of that is left."""
+        renewed to finished_at + lease_seconds when less than half of that is left. With
+        `state`, the run's conversation moves to it in the same transaction (the engine
+        checked the transition; state changes ride with the run's next commit)."""
 
     # ---- events -----------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def append_events(self, lease: Lease, events: list[EventRecord]) -> None:
-        """Append events (fenced)."""
+    async def append_events(
+        self, lease: Lease, events: list[EventRecord], *, state: str | None = None
+    ) -> None:
+        """Append events (fenced); with `state`, also move the run's conversation to it."""
 
     @abc.abstractmethod
     async def read_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]: ...

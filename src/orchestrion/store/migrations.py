@@ -136,6 +136,14 @@ SQLITE_MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
+    # 5: claiming without scans: queued runs in queue order, each conversation's active
+    # runs in order (is a run at its conversation's head?), running runs by lease expiry
+    """
+    CREATE INDEX runs_queued ON runs (position) WHERE status = 'queued';
+    CREATE INDEX runs_active_by_conversation ON runs (conversation_id, position)
+        WHERE status IN ('queued', 'running');
+    CREATE INDEX runs_running_by_lease ON runs (lease_expires_at) WHERE status = 'running';
+    """,
 ]
 
 # PostgreSQL: the same versions as SQLite's list (migration N here brings the same tables
@@ -271,5 +279,12 @@ POSTGRES_MIGRATIONS: list[str] = [
         tokens     DOUBLE PRECISION NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL
     );
+    """,
+    # 5: as SQLite's 5 (claiming without scans)
+    """
+    CREATE INDEX runs_queued ON runs (position) WHERE status = 'queued';
+    CREATE INDEX runs_active_by_conversation ON runs (conversation_id, position)
+        WHERE status IN ('queued', 'running');
+    CREATE INDEX runs_running_by_lease ON runs (lease_expires_at) WHERE status = 'running';
     """,
 ]

@@ -26,7 +26,7 @@ import contextlib
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -50,6 +50,7 @@ from orchestrion.store.base import (
     EffectRecord,
     EventRecord,
     Lease,
+    NewConversation,
     PurgeReport,
     QueueLimits,
     RunCompletion,
@@ -124,6 +125,7 @@ _FENCE_LOCK = (
     "SELECT id FROM runs WHERE id = %(run_id)s AND epoch = %(epoch)s AND status = 'running' "
     "FOR NO KEY UPDATE"
 )
+_FENCE_LOCK_CONVERSATION = _FENCE_LOCK.replace("SELECT id", "SELECT id, conversation_id")
 
 
 def _opt_float(value: float | None) -> float | None:
@@ -633,6 +635,7 @@ class PostgresStore(Store):
         deadline_at: float | None,
         busy_policy: BusyPolicy,
         event: EventRecord,
+        new_conversation: NewConversation | None = None,
     ) -> RunRecord:
         now = time.time()
 
@@ -642,6 +645,23 @@ class PostgresStore(Store):
                 row = await cur.fetchone()
                 if row is not None and row[1] == conversation_id:
                     return run_from_row(row)  # the interrupted attempt committed
+            if new_conversation is not None:
+                ttl = new_conversation.ttl_seconds
+                await conn.execute(
+                    "INSERT INTO conversations (id, tenant, agent, state, ttl_seconds, "
+                    "created_at, updated_at, expires_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (
+                        conversation_id,
+                        tenant,
+                        new_conversation.agent,
+                        new_conversation.state,
+                        ttl,
+                        now,
+                        now,
+                        now + ttl,
+                    ),
+                )
             # The conversation row lock orders the runs of one conversation: their
             # positions are taken (and committed) one after another.
             cur = await conn.execute(
@@ -712,17 +732,84 @@ class PostgresStore(Store):
         )
         return [run_from_row(r) for r in rows]
 
-    async def claimable_runs(self, *, now: float, limit: int = 20) -> list[RunRecord]:
+    async def next_claimable(
+        self,
+        *,
+        agents: Collection[str],
+        limits: Sequence[QueueLimits] = (),
+        limit: int = 20,
+    ) -> list[RunRecord]:
+        if not agents:
+            return []
+        full: list[str] = []
+        if limits:
+            now = time.time()
+            rows = await self._fetch(
+                "SELECT q.queue, (SELECT count(*) FROM runs r WHERE r.status = 'running' "
+                "AND r.agent = q.queue), b.tokens, b.updated_at "
+                "FROM unnest(%s::text[]) AS q(queue) LEFT JOIN queue_limits b ON b.queue = q.queue",
+                ([q.queue for q in limits],),
+            )
+            by_queue = {q.queue: q for q in limits}
+            for queue, running, tokens, updated_at in rows:
+                q = by_queue[queue]
+                bucket = None if tokens is None else (tokens, updated_at)
+                if (q.max_running is not None and int(running) >= q.max_running) or (
+                    q.max_per_second is not None and q.take_token(bucket, now) is None
+                ):
+                    full.append(queue)
+        wanted = [a for a in agents if a not in full]
+        if not wanted:
+            return []
         rows = await self._fetch(
             f"""
             SELECT {RUN_COLUMNS} FROM runs r
-            WHERE r.status IN ('queued', 'running')
-              AND (r.status = 'running' OR NOT EXISTS (
-                    SELECT 1 FROM runs o WHERE o.conversation_id = r.conversation_id
-                    AND o.status IN ('queued', 'running') AND o.position < r.position))
+            WHERE r.status = 'queued' AND r.agent = ANY(%s)
+              AND NOT EXISTS (
+                SELECT 1 FROM runs o WHERE o.conversation_id = r.conversation_id
+                AND o.status IN ('queued', 'running') AND o.position < r.position)
             ORDER BY r.position LIMIT %s
             """,
-            (limit,),
+            (wanted, limit),
+        )
+        return [run_from_row(r) for r in rows]
+
+    async def queue_heads(self, run_ids: Collection[str]) -> list[RunRecord]:
+        ids = list(run_ids)
+        if not ids:
+            return []
+        rows = await self._fetch(
+            f"""
+            SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY(%(ids)s)
+            UNION
+            SELECT {RUN_COLUMNS} FROM runs r
+            WHERE r.conversation_id IN (SELECT conversation_id FROM runs WHERE id = ANY(%(ids)s))
+              AND r.status IN ('queued', 'running')
+              AND NOT EXISTS (
+                SELECT 1 FROM runs o WHERE o.conversation_id = r.conversation_id
+                AND o.status IN ('queued', 'running') AND o.position < r.position)
+            """,
+            {"ids": ids},
+        )
+        return [run_from_row(r) for r in rows]
+
+    async def cancel_requested(self, run_ids: Collection[str]) -> list[str]:
+        ids = list(run_ids)
+        if not ids:
+            return []
+        rows = await self._fetch(
+            "SELECT id FROM runs WHERE id = ANY(%s) AND cancel_requested", (ids,)
+        )
+        return [str(r[0]) for r in rows]
+
+    async def orphan_candidates(
+        self, *, now: float, owner_prefix: str, limit: int = 100
+    ) -> list[RunRecord]:
+        rows = await self._fetch(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' "
+            "AND (lease_expires_at IS NULL OR lease_expires_at < %s "
+            "OR left(owner, %s) = %s) ORDER BY position LIMIT %s",
+            (now, len(owner_prefix), owner_prefix, limit),
         )
         return [run_from_row(r) for r in rows]
 
@@ -736,6 +823,7 @@ class PostgresStore(Store):
         now: float,
         turn_timeout: float | None = None,
         limits: QueueLimits | None = None,
+        dead_owner: str | None = None,
     ) -> Lease | None:
         deadline = None if turn_timeout is None else now + turn_timeout
 
@@ -750,8 +838,8 @@ class PostgresStore(Store):
             # SKIP LOCKED: a run another worker is claiming (or writing to) right now is
             # not waited for; this claim simply loses.
             cur = await conn.execute(
-                "SELECT status, epoch, conversation_id, position, agent FROM runs WHERE id = %s "
-                "FOR NO KEY UPDATE SKIP LOCKED",
+                "SELECT status, epoch, conversation_id, position, agent, lease_expires_at, "
+                "owner FROM runs WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED",
                 (run_id,),
             )
             row = await cur.fetchone()
@@ -760,10 +848,15 @@ class PostgresStore(Store):
                 if await cur.fetchone() is None:
                     raise NotFound(f"run {run_id!r} not found")
                 return None
-            status, epoch, conversation_id, position, agent = row
+            status, epoch, conversation_id, position, agent, expires, current_owner = row
             if epoch != expected_epoch or status not in ("queued", "running"):
                 return None
-            if status == "queued":
+            if status == "running":
+                # A takeover: only of a lease that expired, or of an owner proved dead.
+                expired = expires is None or expires < now
+                if not expired and (dead_owner is None or current_owner != dead_owner):
+                    return None
+            else:
                 cur = await conn.execute(
                     "SELECT 1 FROM runs WHERE conversation_id = %s "
                     "AND status IN ('queued','running') AND position < %s LIMIT 1",
@@ -834,6 +927,24 @@ class PostgresStore(Store):
             if row is None:
                 raise lease_lost(lease)
             return bool(row[0])
+
+        return await self._tx(go, transaction=False)
+
+    async def renew_leases(
+        self, leases: Sequence[Lease], *, lease_seconds: float, now: float
+    ) -> dict[str, bool | None]:
+        if not leases:
+            return {}
+
+        async def go(conn: Conn, _ambiguous: bool) -> dict[str, bool | None]:
+            cur = await conn.execute(
+                "UPDATE runs SET lease_expires_at = %s FROM unnest(%s::text[], %s::bigint[]) "
+                "AS l(id, epoch) WHERE runs.id = l.id AND runs.epoch = l.epoch "
+                "AND runs.status = 'running' RETURNING runs.id, runs.cancel_requested",
+                (now + lease_seconds, [x.run_id for x in leases], [x.epoch for x in leases]),
+            )
+            renewed = {str(r[0]): bool(r[1]) for r in await cur.fetchall()}
+            return {x.run_id: renewed.get(x.run_id) for x in leases}
 
         return await self._tx(go, transaction=False)
 
@@ -955,9 +1066,17 @@ class PostgresStore(Store):
         return {r[1]: StepRecord(*r) for r in rows}
 
     async def record_step(
-        self, lease: Lease, step: StepRecord, events: list[EventRecord], *, lease_seconds: float
+        self,
+        lease: Lease,
+        step: StepRecord,
+        events: list[EventRecord],
+        *,
+        lease_seconds: float,
+        state: str | None = None,
     ) -> None:
         params: dict[str, Any] = {
+            "state": state,
+            "now": time.time(),
             "run_id": step.run_id,
             "epoch": lease.epoch,
             "lease_run": lease.run_id,
@@ -983,7 +1102,10 @@ class PostgresStore(Store):
                     WHEN lease_expires_at IS NULL OR lease_expires_at < %(before)s
                     THEN %(until)s ELSE lease_expires_at END
                 WHERE id = %(lease_run)s AND epoch = %(lease_epoch)s AND status = 'running'
-                RETURNING id
+                RETURNING id, conversation_id
+            ), moved AS (
+                UPDATE conversations c SET state = %(state)s::text, updated_at = %(now)s
+                FROM fence WHERE %(state)s::text IS NOT NULL AND c.id = fence.conversation_id
             ), step AS (
                 INSERT INTO steps ({_STEP_COLUMNS})
                 SELECT %(run_id)s::text, %(seq)s::bigint, %(name)s::text, %(status)s::text,
@@ -1015,16 +1137,23 @@ class PostgresStore(Store):
 
     # ---- events -----------------------------------------------------------------------
 
-    async def append_events(self, lease: Lease, events: list[EventRecord]) -> None:
-        if not events:
+    async def append_events(
+        self, lease: Lease, events: list[EventRecord], *, state: str | None = None
+    ) -> None:
+        if not events and state is None:
             return
         params: dict[str, Any] = {
             "run_id": lease.run_id,
             "epoch": lease.epoch,
+            "state": state,
+            "now": time.time(),
             **_event_params(events),
         }
         sql = f"""
-            WITH fence AS ({_FENCE_LOCK}), ev AS (
+            WITH fence AS ({_FENCE_LOCK_CONVERSATION}), moved AS (
+                UPDATE conversations c SET state = %(state)s::text, updated_at = %(now)s
+                FROM fence WHERE %(state)s::text IS NOT NULL AND c.id = fence.conversation_id
+            ), ev AS (
                 INSERT INTO events ({EVENT_COLUMNS}) SELECT e.* FROM fence, {_EVENTS_FROM}
             )
             SELECT (SELECT count(*) FROM fence), {self._events_notify_sql("run_id")}
@@ -1032,7 +1161,7 @@ class PostgresStore(Store):
         params["events_channel"] = self.events_channel
 
         async def go(conn: Conn, ambiguous: bool) -> None:
-            if ambiguous and await self._events_exist(conn, events):
+            if ambiguous and events and await self._events_exist(conn, events):
                 return  # the interrupted attempt committed
             cur = await conn.execute(sql, params)
             row = await cur.fetchone()

@@ -14,7 +14,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from orchestrion.store.base import (
     EffectRecord,
     EventRecord,
     Lease,
+    NewConversation,
     PurgeReport,
     QueueLimits,
     RunCompletion,
@@ -66,6 +67,29 @@ def _is_busy(exc: BaseException) -> bool:
         return False
     message = str(exc).lower()
     return "locked" in message or "busy" in message
+
+
+# What SQLite says when the environment fails, and what the user can do about it.
+_ENVIRONMENT_FAULTS = (
+    ("disk is full", "the disk is full: free some space (or `orchestrion purge`), then retry"),
+    (
+        "readonly database",
+        "the file (or its folder) is read-only: make both writable by this user",
+    ),
+    ("disk i/o error", "the disk reported an I/O error: check the disk and the file system"),
+    (
+        "unable to open database",
+        "the file cannot be opened: check that its folder exists and is writable",
+    ),
+)
+
+
+def _environment_fault(path: Path, exc: sqlite3.OperationalError) -> StoreError | None:
+    message = str(exc).lower()
+    for needle, advice in _ENVIRONMENT_FAULTS:
+        if needle in message:
+            return StoreError(f"store {path}: {exc}; {advice}. Nothing was written.")
+    return None
 
 
 def _event_rows(events: Iterable[EventRecord]) -> list[tuple[Any, ...]]:
@@ -152,10 +176,42 @@ def _within_limits(conn: sqlite3.Connection, limits: QueueLimits, agent: str, no
     return True
 
 
+def _has_room(conn: sqlite3.Connection, limits: QueueLimits, now: float) -> bool:
+    """Whether queue `limits.queue` could start a run now (a read-only look; the claim
+    decides, atomically, and takes the token)."""
+    if limits.max_running is not None:
+        running = conn.execute(
+            "SELECT count(*) FROM runs WHERE status = 'running' AND agent = ?", (limits.queue,)
+        ).fetchone()[0]
+        if running >= limits.max_running:
+            return False
+    if limits.max_per_second is not None:
+        bucket = conn.execute(
+            "SELECT tokens, updated_at FROM queue_limits WHERE queue = ?", (limits.queue,)
+        ).fetchone()
+        if limits.take_token(bucket, now) is None:
+            return False
+    return True
+
+
+def _move_conversation(conn: sqlite3.Connection, lease: Lease, state: str) -> None:
+    """Set the state of the run's conversation (the caller fenced the lease)."""
+    conn.execute(
+        "UPDATE conversations SET state = ?, updated_at = ? "
+        "WHERE id = (SELECT conversation_id FROM runs WHERE id = ?)",
+        (state, time.time(), lease.run_id),
+    )
+
+
 def inspect_sqlite_file(path: Path) -> str:
     """Classify a store file without writing to it: "new", or "ours"; raise otherwise."""
     if path.is_dir():
         raise StoreError(f"{path} is a folder, not a store file. It was left untouched.")
+    if path.exists() and not path.is_file():
+        raise StoreError(
+            f"{path} is not a regular file (a device, a pipe or a socket); a store must be "
+            "a file. It was left untouched; point --store at a file path."
+        )
     if not path.exists() or path.stat().st_size == 0:
         return "new"
     with path.open("rb") as f:
@@ -232,7 +288,12 @@ class SQLiteStore(Store):
                 f"cannot create store {self.path}: folder {self.path.parent} does not exist"
             )
         inspect_sqlite_file(self.path)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.OperationalError as exc:
+            raise _environment_fault(self.path, exc) or StoreError(
+                f"store {self.path}: {exc}"
+            ) from exc
         conn.execute(f"PRAGMA busy_timeout = {_BLOCKING_BUSY_MS}")
         self._conn = conn
         try:
@@ -289,6 +350,9 @@ class SQLiteStore(Store):
                 return fn()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
+                    fault = _environment_fault(self.path, exc)
+                    if fault is not None:
+                        raise fault from exc
                     raise
                 if time.monotonic() > deadline:
                     raise StoreBusy(
@@ -432,10 +496,28 @@ class SQLiteStore(Store):
         deadline_at: float | None,
         busy_policy: BusyPolicy,
         event: EventRecord,
+        new_conversation: NewConversation | None = None,
     ) -> RunRecord:
         now = time.time()
 
         def tx(conn: sqlite3.Connection) -> RunRecord:
+            if new_conversation is not None:
+                ttl = new_conversation.ttl_seconds
+                conn.execute(
+                    "INSERT INTO conversations (id, tenant, agent, state, ttl_seconds, "
+                    "created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(id) DO NOTHING",
+                    (
+                        conversation_id,
+                        tenant,
+                        new_conversation.agent,
+                        new_conversation.state,
+                        ttl,
+                        now,
+                        now,
+                        now + ttl,
+                    ),
+                )
             owner_tenant = conn.execute(
                 "SELECT tenant FROM conversations WHERE id = ?", (conversation_id,)
             ).fetchone()
@@ -506,17 +588,80 @@ class SQLiteStore(Store):
         )
         return [run_from_row(r) for r in rows]
 
-    async def claimable_runs(self, *, now: float, limit: int = 20) -> list[RunRecord]:
+    async def next_claimable(
+        self,
+        *,
+        agents: Collection[str],
+        limits: Sequence[QueueLimits] = (),
+        limit: int = 20,
+    ) -> list[RunRecord]:
+        if not agents:
+            return []
+        now = time.time()
+        full = [q.queue for q in limits if not _has_room(self.conn, q, now)]
+        wanted = [a for a in agents if a not in full]
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
         rows = await self._read(
             f"""
-            SELECT {RUN_COLUMNS} FROM runs r
-            WHERE r.status = 'running'
-               OR (r.status = 'queued' AND NOT EXISTS (
-                    SELECT 1 FROM runs o WHERE o.conversation_id = r.conversation_id
-                    AND o.status IN ('queued', 'running') AND o.position < r.position))
+            SELECT {RUN_COLUMNS} FROM runs r INDEXED BY runs_queued
+            WHERE r.status = 'queued' AND r.agent IN ({marks})
+              AND NOT EXISTS (
+                SELECT 1 FROM runs o INDEXED BY runs_active_by_conversation
+                WHERE o.conversation_id = r.conversation_id
+                  AND o.status IN ('queued', 'running') AND o.position < r.position)
             ORDER BY r.position LIMIT ?
             """,
-            (limit,),
+            (*wanted, limit),
+        )
+        return [run_from_row(r) for r in rows]
+
+    async def queue_heads(self, run_ids: Collection[str]) -> list[RunRecord]:
+        found: dict[str, RunRecord] = {}
+        ids = list(run_ids)
+        for start in range(0, len(ids), 400):  # SQLite limits the number of parameters
+            chunk = ids[start : start + 400]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                f"""
+                SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})
+                UNION
+                SELECT {RUN_COLUMNS} FROM runs r INDEXED BY runs_active_by_conversation
+                WHERE r.conversation_id IN (SELECT conversation_id FROM runs WHERE id IN ({marks}))
+                  AND r.status IN ('queued', 'running')
+                  AND NOT EXISTS (
+                    SELECT 1 FROM runs o INDEXED BY runs_active_by_conversation
+                    WHERE o.conversation_id = r.conversation_id
+                      AND o.status IN ('queued', 'running') AND o.position < r.position)
+                """,
+                (*chunk, *chunk),
+            )
+            for row in rows:
+                record = run_from_row(row)
+                found[record.id] = record
+        return list(found.values())
+
+    async def cancel_requested(self, run_ids: Collection[str]) -> list[str]:
+        flagged: list[str] = []
+        ids = list(run_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                f"SELECT id FROM runs WHERE id IN ({marks}) AND cancel_requested", tuple(chunk)
+            )
+            flagged += [r[0] for r in rows]
+        return flagged
+
+    async def orphan_candidates(
+        self, *, now: float, owner_prefix: str, limit: int = 100
+    ) -> list[RunRecord]:
+        rows = await self._read(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' "
+            "AND (lease_expires_at IS NULL OR lease_expires_at < ? OR substr(owner, 1, ?) = ?) "
+            "ORDER BY position LIMIT ?",
+            (now, len(owner_prefix), owner_prefix, limit),
         )
         return [run_from_row(r) for r in rows]
 
@@ -530,20 +675,27 @@ class SQLiteStore(Store):
         now: float,
         turn_timeout: float | None = None,
         limits: QueueLimits | None = None,
+        dead_owner: str | None = None,
     ) -> Lease | None:
         deadline = None if turn_timeout is None else now + turn_timeout
 
         def tx(conn: sqlite3.Connection) -> Lease | None:
             row = conn.execute(
-                "SELECT status, epoch, conversation_id, position, agent FROM runs WHERE id = ?",
+                "SELECT status, epoch, conversation_id, position, agent, lease_expires_at, "
+                "owner FROM runs WHERE id = ?",
                 (run_id,),
             ).fetchone()
             if row is None:
                 raise NotFound(f"run {run_id!r} not found")
-            status, epoch, conversation_id, position, agent = row
+            status, epoch, conversation_id, position, agent, expires, current_owner = row
             if epoch != expected_epoch or status not in ("queued", "running"):
                 return None
-            if status == "queued":
+            if status == "running":
+                # A takeover: only of a lease that expired, or of an owner proved dead.
+                expired = expires is None or expires < now
+                if not expired and (dead_owner is None or current_owner != dead_owner):
+                    return None
+            else:
                 ahead = conn.execute(
                     "SELECT 1 FROM runs WHERE conversation_id = ? "
                     "AND status IN ('queued','running') AND position < ? LIMIT 1",
@@ -576,6 +728,26 @@ class SQLiteStore(Store):
                 "SELECT cancel_requested FROM runs WHERE id = ?", (lease.run_id,)
             ).fetchone()
             return bool(row[0])
+
+        return await self._write(tx)
+
+    async def renew_leases(
+        self, leases: Sequence[Lease], *, lease_seconds: float, now: float
+    ) -> dict[str, bool | None]:
+        if not leases:
+            return {}
+
+        def tx(conn: sqlite3.Connection) -> dict[str, bool | None]:
+            outcome: dict[str, bool | None] = {}
+            for lease in leases:
+                row = conn.execute(
+                    "UPDATE runs SET lease_expires_at = ? "
+                    "WHERE id = ? AND epoch = ? AND status = 'running' "
+                    "RETURNING cancel_requested",
+                    (now + lease_seconds, lease.run_id, lease.epoch),
+                ).fetchone()
+                outcome[lease.run_id] = None if row is None else bool(row[0])
+            return outcome
 
         return await self._write(tx)
 
@@ -673,7 +845,13 @@ class SQLiteStore(Store):
         return {r[1]: StepRecord(*r) for r in rows}
 
     async def record_step(
-        self, lease: Lease, step: StepRecord, events: list[EventRecord], *, lease_seconds: float
+        self,
+        lease: Lease,
+        step: StepRecord,
+        events: list[EventRecord],
+        *,
+        lease_seconds: float,
+        state: str | None = None,
     ) -> None:
         def tx(conn: sqlite3.Connection) -> None:
             _fence(
@@ -700,19 +878,25 @@ class SQLiteStore(Store):
             )
             if events:
                 conn.executemany(_INSERT_EVENTS, _event_rows(events))
+            if state is not None:
+                _move_conversation(conn, lease, state)
 
         await self._write(tx)
         self._wake(lease.run_id)
 
     # ---- events -----------------------------------------------------------------------
 
-    async def append_events(self, lease: Lease, events: list[EventRecord]) -> None:
-        if not events:
+    async def append_events(
+        self, lease: Lease, events: list[EventRecord], *, state: str | None = None
+    ) -> None:
+        if not events and state is None:
             return
 
         def tx(conn: sqlite3.Connection) -> None:
             _fence(conn, lease)
             conn.executemany(_INSERT_EVENTS, _event_rows(events))
+            if state is not None:
+                _move_conversation(conn, lease, state)
 
         await self._write(tx)
         self._wake(lease.run_id)
