@@ -305,7 +305,8 @@ async def test_a_crash_mid_backoff_resumes_at_the_next_attempt_after_the_remaini
     assert killed_at < saved["next_attempt_at"]  # mid-backoff, not after it
 
     # Another worker takes the run over and calls a fresh pipeline on the same step.
-    (second,) = await start_all(workers, "retry", path, ["w2"], {**params, "resume": True, "dead_owner": "w1"})
+    resume = {**params, "resume": True, "dead_owner": "w1"}
+    (second,) = await start_all(workers, "retry", path, ["w2"], resume)
     await second.send("go")
     after = await second.finish()
     (resumed,) = [x["attrs"] for x in after if x.get("event") == "retry.wait"]
