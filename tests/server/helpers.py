@@ -19,7 +19,7 @@ import uvicorn
 from orchestrion import Agent, Orchestrion, ScriptedModel, call, say, tool
 from orchestrion.models.messages import ModelRequest
 from orchestrion.models.scripted import ScriptedReply, turn_position
-from orchestrion.server import Limits, create_app
+from orchestrion.server import Limits, create_app, server_config
 
 KEY_A = "test-key-tenant-a-0123456789"
 KEY_B = "test-key-tenant-b-9876543210"
@@ -103,7 +103,7 @@ def start_server(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    config = server_config(
         app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2, access_log=False
     )
     server = uvicorn.Server(config)

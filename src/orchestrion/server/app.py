@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -63,6 +63,12 @@ class Limits:
     max_page_events: int = 1000  # events per ?format=json page
     keepalive_seconds: float = 15.0  # SSE comment while no event arrives
     ready_timeout_seconds: float = 5.0  # /ready: how long the store may take to answer
+    # Slow clients (enforced by the server, see server/deadlines.py): a request's headers
+    # must arrive within this long of the connection's start (or of the previous
+    # response), its body within this long of its headers; else 408 and the connection
+    # is closed.
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
 
 
 class ApiError(Exception):
@@ -126,11 +132,23 @@ class Api:
             raise too_large
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+        except ClientDisconnect:
+            # Not an error of ours: nobody is left to answer (the response is dropped).
+            log.info(
+                "%s %s: the client went away before its body was complete (%d bytes read)",
+                request.method,
+                request.url.path,
+                size,
+            )
+            raise ApiError(
+                400, "client_disconnected", "the connection closed before the body was complete"
+            ) from None
         raw = b"".join(chunks)
         if not raw.strip():
             if optional:
