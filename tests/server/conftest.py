@@ -14,6 +14,8 @@ from tests.server.helpers import (
     gate_agent,
     start_server,
 )
+from tests.store.pg import fresh_schema
+from tests.store.pg import store_url as postgres_url
 
 LIMITS = Limits(
     max_body_bytes=4096,
@@ -23,13 +25,24 @@ LIMITS = Limits(
 )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store of each backend: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'service.db'}"
+    else:
+        with fresh_schema("srv") as schema:
+            yield postgres_url(schema)
+
+
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveServer]:
-    """The service on a loopback port with the `chat` and `gate` agents (default: chat)."""
+def live(store_url: str) -> Iterator[LiveServer]:
+    """The service on a loopback port with the `chat` and `gate` agents (default: chat),
+    on each store backend."""
     GATE.clear()
     GATE_STARTED.clear()
     server = start_server(
-        tmp_path / "service.db", [chat_agent(), gate_agent()], limits=LIMITS, default_agent="chat"
+        store_url, [chat_agent(), gate_agent()], limits=LIMITS, default_agent="chat"
     )
     try:
         yield server

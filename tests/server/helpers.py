@@ -69,7 +69,7 @@ class LiveServer:
     url: str
     server: uvicorn.Server
     thread: threading.Thread
-    db: Path
+    store: str  # the store's URL
     limits: Limits
     clients: list[httpx.Client] = field(default_factory=list)
 
@@ -89,13 +89,15 @@ class LiveServer:
 
 
 def start_server(
-    db: Path,
+    store: Path | str,
     agents: list[Agent],
     *,
     limits: Limits | None = None,
     default_agent: str | None = None,
 ) -> LiveServer:
-    orx = Orchestrion(f"sqlite:///{db}", agents=agents)
+    """`store`: a SQLite file's path, or a store URL."""
+    url = f"sqlite:///{store}" if isinstance(store, Path) else store
+    orx = Orchestrion(url, agents=agents)
     limits = limits or Limits()
     app = create_app(orx, keys=KEYS, limits=limits, default_agent=default_agent)
     # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
@@ -114,7 +116,7 @@ def start_server(
         assert thread.is_alive(), "the server died on startup"
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
-    return LiveServer(f"http://127.0.0.1:{port}", server, thread, db, limits)
+    return LiveServer(f"http://127.0.0.1:{port}", server, thread, url, limits)
 
 
 @dataclass

@@ -1177,6 +1177,7 @@ class StoreConformance:
             "answer 0",
             "question 1",
         ]
+
         # Both cursors: a window, from its start when paging forward, else from its end.
         async def indexes(**page: Any) -> list[int]:
             return [m.index for m in await store.history_page(cid, **page)]
