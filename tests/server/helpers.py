@@ -4,6 +4,7 @@ SSE reader over httpx (no HTTP mocks anywhere)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import socket
 import threading
@@ -19,10 +20,7 @@ import uvicorn
 from orchestrion import Agent, Orchestrion, ScriptedModel, call, say, tool
 from orchestrion.models.messages import ModelRequest
 from orchestrion.models.scripted import ScriptedReply, turn_position
-from orchestrion.observe.events import new_id
 from orchestrion.server import Limits, create_app, server_config
-from orchestrion.store import open_store
-from orchestrion.store.base import EventRecord, RunCompletion
 
 KEY_A = "test-key-tenant-a-0123456789"
 KEY_B = "test-key-tenant-b-9876543210"
@@ -201,133 +199,24 @@ def finished_run(client: httpx.Client, run_id: str) -> dict[str, Any]:
 
 # ---- long conversations, written directly through the store (fast) ----------------------
 
-SEED_TEXT = "All good: your appointment is moved to Friday at 10:00. " * 8  # ~450 chars
 
-
-def turn_events(run_id: str, turn: int) -> list[EventRecord]:
-    """The events of one turn as the engine records them (a model call that calls a
-    tool, the tool, a model call that answers in ten text chunks): ~10 KB of JSON."""
-    root = f"{turn:08x}00000000"
-    t = 1_700_000_000.0 + turn * 10
-
-    def ev(seq: int, type: str, name: str, span: str, parent: str | None, **kw: Any) -> EventRecord:
-        end = kw.pop("end", t + seq * 0.01)
-        attributes = kw.pop("attributes", {})
-        return EventRecord(
-            run_id=run_id,
-            seq=seq,
-            type=type,
-            name=name,
-            trace_id=f"{turn:032x}",
-            span_id=span,
-            parent_span_id=parent,
-            start=t + seq * 0.01,
-            end=end,
-            attributes=attributes,
-            **kw,
-        )
-
-    chat1, tool, chat2 = (f"{turn:08x}{n:08x}" for n in (1, 2, 3))
-    events = [
-        ev(2, "run.started", "invoke_agent chat", root, None, end=None),
-        ev(3, "step.started", "chat scripted", chat1, root, end=None),
-        ev(
-            4,
-            "model.response",
-            "chat scripted",
-            f"{chat1}r",
-            chat1,
-            attributes={"tool_calls": ["lookup"], "preview": SEED_TEXT},
-        ),
-        ev(5, "step.finished", "chat scripted", chat1, root, status="ok"),
-        ev(6, "step.started", "execute_tool lookup", tool, root, end=None),
-        ev(
-            7,
-            "tool.result",
-            "execute_tool lookup",
-            f"{tool}r",
-            tool,
-            attributes={"result": SEED_TEXT * 3, "is_error": False},
-        ),
-        ev(8, "step.finished", "execute_tool lookup", tool, root, status="ok"),
-        ev(9, "step.started", "chat scripted", chat2, root, end=None),
-    ]
-    events += [
-        ev(10 + i, "text.delta", "text", f"{chat2}{i:02x}", chat2, attributes={"text": SEED_TEXT})
-        for i in range(10)
-    ]
-    events += [
-        ev(20, "step.finished", "chat scripted", chat2, root, status="ok"),
-        ev(
-            21,
-            "run.finished",
-            "invoke_agent chat",
-            root,
-            None,
-            status="ok",
-            attributes={"run.status": "succeeded", "answer": SEED_TEXT},
-        ),
-    ]
-    return events
+def _bench_reads() -> Any:
+    """bench/reads.py, whose `seed_conversation` writes long conversations as the engine
+    would (one source for the benchmark and the tests)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "reads.py"
+    spec = importlib.util.spec_from_file_location("orchestrion_bench_reads", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def seed_conversation(
     store_url: str, *, turns: int, tenant: str = "tenant-a", agent: str = "chat"
 ) -> tuple[str, list[str]]:
-    """A conversation of `turns` finished turns (2 messages each, ~10 KB of events each),
-    written through the store API as the engine would: (conversation id, run ids)."""
-
-    async def seed() -> tuple[str, list[str]]:
-        cid = new_id("conv")
-        run_ids: list[str] = []
-        async with open_store(store_url) as store:
-            await store.ensure_conversation(
-                cid, tenant=tenant, agent=agent, ttl_seconds=1e9, state="AWAITING_INPUT"
-            )
-            for turn in range(turns):
-                run_id = new_id("run")
-                queued = EventRecord(
-                    run_id,
-                    1,
-                    "run.queued",
-                    "queued",
-                    f"{turn:032x}",
-                    f"{turn:08x}ffffffff",
-                    f"{turn:08x}00000000",
-                    1_700_000_000.0 + turn * 10,
-                )
-                await store.create_run(
-                    run_id=run_id,
-                    conversation_id=cid,
-                    tenant=tenant,
-                    agent=agent,
-                    input={"message": f"question {turn}"},
-                    trace_id=f"{turn:032x}",
-                    deadline_at=None,
-                    busy_policy="enqueue",
-                    event=queued,
-                )
-                lease = await store.claim(
-                    run_id, owner="seed", expected_epoch=0, lease_seconds=60, now=time.time()
-                )
-                assert lease is not None
-                messages = [
-                    {"role": "user", "content": f"question {turn}"},
-                    {"role": "assistant", "content": f"answer {turn}: {SEED_TEXT[:60]}"},
-                ]
-                await store.complete_run(
-                    lease,
-                    RunCompletion(
-                        "succeeded",
-                        {"answer": messages[1]["content"]},
-                        None,
-                        messages,
-                        "AWAITING_INPUT",
-                        turn_events(run_id, turn),
-                    ),
-                    now=time.time(),
-                )
-                run_ids.append(run_id)
-        return cid, run_ids
-
-    return asyncio.run(seed())
+    """A conversation of `turns` finished turns (2 messages and 21 events, ~10 KB, each),
+    written through the store API: (conversation id, run ids, oldest first)."""
+    result: tuple[str, list[str]] = _bench_reads().seed_conversation(
+        store_url, turns=turns, tenant=tenant, agent=agent
+    )
+    return result
