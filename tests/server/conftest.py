@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,6 @@ from tests.server.helpers import (
     gate_agent,
     start_server,
 )
-from tests.store.pg import fresh_schema
-from tests.store.pg import store_url as postgres_url
 
 LIMITS = Limits(
     max_body_bytes=4096,
@@ -25,20 +22,10 @@ LIMITS = Limits(
 )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh store of each backend: a SQLite file, or a PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'service.db'}"
-    else:
-        with fresh_schema("srv") as schema:
-            yield postgres_url(schema)
-
-
 @pytest.fixture
 def live(store_url: str) -> Iterator[LiveServer]:
     """The service on a loopback port with the `chat` and `gate` agents (default: chat),
-    on each store backend."""
+    on each store backend (`store_url`, tests/conftest.py)."""
     GATE.clear()
     GATE_STARTED.clear()
     server = start_server(

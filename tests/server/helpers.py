@@ -220,3 +220,13 @@ def seed_conversation(
         store_url, turns=turns, tenant=tenant, agent=agent
     )
     return result
+
+
+async def seed(
+    store_url: str, *, turns: int, tenant: str = "tenant-a", agent: str = "chat"
+) -> tuple[str, list[str]]:
+    """`seed_conversation`, for async tests."""
+    result: tuple[str, list[str]] = await _bench_reads().seed(
+        store_url, turns=turns, tenant=tenant, agent=agent
+    )
+    return result

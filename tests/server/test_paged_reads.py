@@ -265,3 +265,32 @@ def test_health_stays_fast_while_large_reads_are_in_flight(store_url: str) -> No
     assert len(health) >= 10, measured
     assert slowest < heavy / 5, measured
     assert typical < page / 4, measured
+
+
+def test_the_openapi_document_describes_the_paging_parameters(
+    seeded: tuple[LiveServer, str, list[str]],
+) -> None:
+    server, _, _ = seeded
+    doc = server.client(None).get("/v1/openapi.json").json()
+
+    def params(path: str) -> dict[str, dict[str, Any]]:
+        return {p["name"]: p for p in doc["paths"][path]["get"]["parameters"]}
+
+    detail = params("/v1/conversations/{conversation_id}")
+    assert detail["limit"]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": LIMITS.max_page_messages,
+        "default": LIMITS.page_messages,
+    }
+    assert {"before", "after"} <= set(detail)
+    trace = params("/v1/conversations/{conversation_id}/trace")
+    assert trace["limit"]["schema"]["maximum"] == LIMITS.max_page_runs
+    assert trace["before"]["schema"] == {"type": "string"}
+    assert params("/v1/runs/{run_id}/trace")["limit"]["schema"]["maximum"] == 30
+    schemas = doc["components"]["schemas"]
+    assert "next" in schemas["ConversationDetail"]["properties"]
+    assert "index" in schemas["HistoryMessageOut"]["properties"]
+    assert {"next", "last_seq"} <= set(schemas["RunTraceOut"]["properties"])
+    run_trace = doc["paths"]["/v1/runs/{run_id}/trace"]["get"]["responses"]["200"]
+    assert run_trace["content"]["application/json"]["schema"]["$ref"].endswith("/RunTraceOut")
