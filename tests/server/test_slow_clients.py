@@ -253,3 +253,29 @@ def test_timeouts_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="positive"):
         deadline_protocol(header_timeout=0, body_timeout=1)
+
+
+def test_serve_applies_its_header_and_body_timeouts(tmp_path: Path) -> None:
+    from tests.server.test_serve_cli import ENV_KEY, serve, stop, up
+
+    proc, url = serve(
+        tmp_path, "--header-timeout", "0.5", "--body-timeout", "0.7", env_keys=f"{ENV_KEY}=t"
+    )
+    try:
+        up(proc, url)
+        host, port = url.removeprefix("http://").split(":")
+        slow = []
+        body_head = request_head("POST", "/v1/conversations", 90).replace(
+            KEY_A.encode(), ENV_KEY.encode()
+        )
+        for first in (b"GET /health HTTP/1.1\r\nHost: x\r\n", body_head + b'{"ag'):
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock.send(first)  # then nothing more
+            sock.setblocking(False)
+            slow.append(Slow("cli", sock, b""))
+        dribble_until_closed(slow)
+        assert [s.received[:12] for s in slow] == [b"HTTP/1.1 408"] * 2
+        assert b"0.5 seconds" in slow[0].received and b"0.7 seconds" in slow[1].received
+    finally:
+        _, output = stop(proc)
+    assert "did not arrive within 0.5 s" in output and "did not arrive within 0.7 s" in output

@@ -104,7 +104,9 @@ class _RequestDeadlines(asyncio.Protocol):
         if kind == "body" or self._partial:
             what = "headers" if kind == "headers" else "body"
             limit = self.header_timeout if kind == "headers" else self.body_timeout
-            log.info(
+            # uvicorn's connection logger, as its protocol's own messages (shown by `serve`).
+            logger: logging.Logger = getattr(self, "logger", log)
+            logger.info(
                 "closed a connection from %s: the request %s did not arrive within %g s",
                 f"{self.client[0]}:{self.client[1]}" if self.client else "?",
                 what,
