@@ -20,7 +20,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
@@ -33,7 +33,7 @@ from orchestrion.engine.conversation import ConversationState
 from orchestrion.errors import ConversationBusy, NotFound
 from orchestrion.observe.events import new_id
 from orchestrion.observe.trace import Span
-from orchestrion.reading import InvalidCursor, TracePage
+from orchestrion.reading import InvalidCursor
 from orchestrion.runtime import Orchestrion
 from orchestrion.server.auth import KeyRing
 from orchestrion.server.openapi import openapi_document
@@ -335,10 +335,7 @@ class Api:
             raise CONVERSATION_NOT_FOUND from None
         runs = await self.orx.store.list_runs(conversation_id=record.id, limit=20)
         start = page.start or 0
-        next_url = None
-        if page.next is not None:
-            query = urlencode({"limit": limit, **page.next})
-            next_url = f"/v1/conversations/{record.id}?{query}"
+        next_url = _next_url(f"/v1/conversations/{quote(record.id, safe='')}", limit, page.next)
 
         def render() -> bytes:
             detail = ConversationDetail(
@@ -484,7 +481,7 @@ class Api:
             page = await self.orx.run_trace(run.id, tenant=tenant, after=after, limit=size)
         except NotFound:
             raise RUN_NOT_FOUND from None
-        next_url = _next_url(f"/v1/runs/{run.id}/trace", size, page)
+        next_url = _next_url(f"/v1/runs/{quote(run.id, safe='')}/trace", size, page.next)
         return await _render_off_loop(
             lambda: _json(
                 {
@@ -514,7 +511,9 @@ class Api:
             raise ApiError(422, "invalid_parameter", str(exc), field=exc.field) from None
         except NotFound:
             raise CONVERSATION_NOT_FOUND from None
-        next_url = _next_url(f"/v1/conversations/{record.id}/trace", size, page)
+        next_url = _next_url(
+            f"/v1/conversations/{quote(record.id, safe='')}/trace", size, page.next
+        )
         return await _render_off_loop(
             lambda: _json(
                 {
@@ -526,10 +525,11 @@ class Api:
         )
 
 
-def _next_url(path: str, limit: int, page: TracePage) -> str | None:
-    if page.next is None:
+def _next_url(path: str, limit: int, cursor: Mapping[str, Any] | None) -> str | None:
+    """The URL of the next page: the same limit, the page's cursor (None: no next page)."""
+    if cursor is None:
         return None
-    return f"{path}?{urlencode({'limit': limit, **page.next})}"
+    return f"{path}?{urlencode({'limit': limit, **cursor})}"
 
 
 def _json(content: Any) -> bytes:

@@ -99,6 +99,8 @@ class _RequestDeadlines(asyncio.Protocol):
         self._deadline = None
         if self.transport.is_closing() or self._current_phase() != phase:
             return
+        if self.transport.get_protocol() is not self:
+            return  # upgraded (a WebSocket): no longer an HTTP request of ours
         kind, cycle = phase
         answered = kind == "body" and bool(getattr(cycle, "response_started", False))
         if kind == "body" or self._partial:
