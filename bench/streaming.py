@@ -25,7 +25,7 @@ import httpx
 import uvicorn
 
 from orchestrion import Agent, Orchestrion, ScriptedModel, call, calls, say, tool
-from orchestrion.server import Limits, create_app
+from orchestrion.server import Limits, create_app, server_config
 
 KEY = "bench-key-0123456789abcdef"
 TEXT = "Streaming tokens through the service. " * 8
@@ -54,7 +54,7 @@ def _start(db: Path, fanout: int) -> tuple[uvicorn.Server, threading.Thread, str
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+    config = server_config(app, lifespan="on", log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -25,6 +25,13 @@ from orchestrion.errors import NotFound, OrchestrionError
 from orchestrion.models.messages import Message
 from orchestrion.observe.events import Event, new_id, new_trace_id, run_span_id
 from orchestrion.observe.trace import Span, build_run_tree, conversation_tree
+from orchestrion.reading import (
+    HistoryPage,
+    TracePage,
+    conversation_trace_page,
+    history_page,
+    run_trace_page,
+)
 from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.store import open_store
 from orchestrion.store.base import (
@@ -309,9 +316,29 @@ class Orchestrion:
 
     # ---- reading ------------------------------------------------------------------------
 
-    async def history(self, conversation_id: str, *, tenant: str | None = None) -> list[Message]:
+    async def history(
+        self,
+        conversation_id: str,
+        *,
+        tenant: str | None = None,
+        limit: int | None = None,
+        before: int | None = None,
+        after: int | None = None,
+    ) -> HistoryPage:
+        """The conversation's messages, oldest first (a list). Without `limit`: all of them.
+        With `limit`, one page, read through the index: the newest `limit` messages (before
+        the index `before`), or with `after` the first `limit` after that index. Indexes
+        are positions in the history, from 0; `page.start` is the first message's, and
+        `page.next` the arguments of the next page in the same direction (None at the end):
+
+            page = await orx.history(conversation_id, limit=100)
+            while page.next:
+                page = await orx.history(conversation_id, limit=100, **page.next)
+        """
         await self.store.get_conversation(conversation_id, tenant=tenant)
-        return [Message.model_validate(m) for m in await self.store.history(conversation_id)]
+        return await history_page(
+            self.store, conversation_id, limit=limit, before=before, after=after
+        )
 
     async def trace(self, id: str, *, tenant: str | None = None) -> list[Span]:
         """The span tree of a run, or of every run of a conversation."""
@@ -323,8 +350,48 @@ class Orchestrion:
         except NotFound:
             raise NotFound(f"no run or conversation with id {id!r}") from None
         runs = await self.store.list_runs(conversation_id=id, limit=10_000)
-        pairs = [(r, await self.store.read_events(r.id)) for r in runs]
-        return conversation_tree(pairs)
+        events = await self.store.read_events_of([r.id for r in runs])
+        return conversation_tree([(r, events[r.id]) for r in runs])
+
+    async def run_trace(
+        self,
+        run_id: str,
+        *,
+        tenant: str | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> TracePage:
+        """The span tree of a run's events after seq `after`, at most `limit` of them.
+        A span whose events straddle two pages is on both (merge by span_id); a span whose
+        parent is on an earlier page is a root of its page. `page.next` continues, and
+        `page.last_seq` is where to follow the run's events live."""
+        run = await self.store.get_run(run_id, tenant=tenant)
+        return await run_trace_page(self.store, run, after=after, limit=limit)
+
+    async def conversation_trace(
+        self,
+        conversation_id: str,
+        *,
+        tenant: str | None = None,
+        limit: int = 20,
+        before: str | None = None,
+        after: str | None = None,
+        max_events: int | None = None,
+    ) -> TracePage:
+        """The span trees of a page of the conversation's runs (one root per run, oldest
+        first): the newest `limit` runs (before the run id `before`), or with `after` the
+        first `limit` after that run. With `max_events`, a page ends after the run that
+        brings it to that many events. `page.next` reads the next page, same direction."""
+        await self.store.get_conversation(conversation_id, tenant=tenant)
+        return await conversation_trace_page(
+            self.store,
+            conversation_id,
+            tenant=tenant,
+            limit=limit,
+            before=before,
+            after=after,
+            max_events=max_events,
+        )
 
     # ---- operations ---------------------------------------------------------------------
 

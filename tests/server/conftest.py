@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,12 +23,13 @@ LIMITS = Limits(
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveServer]:
-    """The service on a loopback port with the `chat` and `gate` agents (default: chat)."""
+def live(store_url: str) -> Iterator[LiveServer]:
+    """The service on a loopback port with the `chat` and `gate` agents (default: chat),
+    on each store backend (`store_url`, tests/conftest.py)."""
     GATE.clear()
     GATE_STARTED.clear()
     server = start_server(
-        tmp_path / "service.db", [chat_agent(), gate_agent()], limits=LIMITS, default_agent="chat"
+        store_url, [chat_agent(), gate_agent()], limits=LIMITS, default_agent="chat"
     )
     try:
         yield server

@@ -4,6 +4,7 @@ SSE reader over httpx (no HTTP mocks anywhere)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import socket
 import threading
@@ -19,7 +20,7 @@ import uvicorn
 from orchestrion import Agent, Orchestrion, ScriptedModel, call, say, tool
 from orchestrion.models.messages import ModelRequest
 from orchestrion.models.scripted import ScriptedReply, turn_position
-from orchestrion.server import Limits, create_app
+from orchestrion.server import Limits, create_app, server_config
 
 KEY_A = "test-key-tenant-a-0123456789"
 KEY_B = "test-key-tenant-b-9876543210"
@@ -69,7 +70,7 @@ class LiveServer:
     url: str
     server: uvicorn.Server
     thread: threading.Thread
-    db: Path
+    store: str  # the store's URL
     limits: Limits
     clients: list[httpx.Client] = field(default_factory=list)
 
@@ -89,13 +90,15 @@ class LiveServer:
 
 
 def start_server(
-    db: Path,
+    store: Path | str,
     agents: list[Agent],
     *,
     limits: Limits | None = None,
     default_agent: str | None = None,
 ) -> LiveServer:
-    orx = Orchestrion(f"sqlite:///{db}", agents=agents)
+    """`store`: a SQLite file's path, or a store URL."""
+    url = f"sqlite:///{store}" if isinstance(store, Path) else store
+    orx = Orchestrion(url, agents=agents)
     limits = limits or Limits()
     app = create_app(orx, keys=KEYS, limits=limits, default_agent=default_agent)
     # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
@@ -103,7 +106,7 @@ def start_server(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    config = server_config(
         app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2, access_log=False
     )
     server = uvicorn.Server(config)
@@ -114,7 +117,7 @@ def start_server(
         assert thread.is_alive(), "the server died on startup"
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
-    return LiveServer(f"http://127.0.0.1:{port}", server, thread, db, limits)
+    return LiveServer(f"http://127.0.0.1:{port}", server, thread, url, limits)
 
 
 @dataclass
@@ -191,4 +194,39 @@ def finished_run(client: httpx.Client, run_id: str) -> dict[str, Any]:
         return body if body["status"] in ("succeeded", "failed", "cancelled") else None
 
     result: dict[str, Any] = wait_for(done, what=f"run {run_id} ends")
+    return result
+
+
+# ---- long conversations, written directly through the store (fast) ----------------------
+
+
+def _bench_reads() -> Any:
+    """bench/reads.py, whose `seed_conversation` writes long conversations as the engine
+    would (one source for the benchmark and the tests)."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "reads.py"
+    spec = importlib.util.spec_from_file_location("orchestrion_bench_reads", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def seed_conversation(
+    store_url: str, *, turns: int, tenant: str = "tenant-a", agent: str = "chat"
+) -> tuple[str, list[str]]:
+    """A conversation of `turns` finished turns (2 messages and 21 events, ~10 KB, each),
+    written through the store API: (conversation id, run ids, oldest first)."""
+    result: tuple[str, list[str]] = _bench_reads().seed_conversation(
+        store_url, turns=turns, tenant=tenant, agent=agent
+    )
+    return result
+
+
+async def seed(
+    store_url: str, *, turns: int, tenant: str = "tenant-a", agent: str = "chat"
+) -> tuple[str, list[str]]:
+    """`seed_conversation`, for async tests."""
+    result: tuple[str, list[str]] = await _bench_reads().seed(
+        store_url, turns=turns, tenant=tenant, agent=agent
+    )
     return result

@@ -25,6 +25,8 @@ from tests.server.helpers import (
     new_conversation,
     start_server,
 )
+from tests.store.pg import fresh_schema
+from tests.store.pg import store_url as postgres_url
 
 # The fixture `live` has max_body_bytes=4096 and max_message_chars=500 (conftest.py).
 
@@ -229,12 +231,23 @@ IDS = st.text(max_size=300) | st.sampled_from(["..", ".", "%", "run_", "conv_", 
 ASCII_HEADER = st.text(alphabet=string.printable.strip("\r\n\x0b\x0c"), max_size=30).map(str.strip)
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def fuzz_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        db: Path = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
+        yield f"sqlite:///{db}"
+    else:
+        with fresh_schema("fuzz") as schema:
+            yield postgres_url(schema)
+
+
 @pytest.fixture(scope="module")
-def fuzz_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str, str]]:
-    """One server for every example (a fresh one per example would be too slow)."""
-    db: Path = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
+def fuzz_live(fuzz_store: str) -> Iterator[tuple[LiveServer, str, str]]:
+    """One server per store for every example (a fresh one per example would be too slow)."""
     server = start_server(
-        db,
+        fuzz_store,
         [chat_agent(), gate_agent()],
         limits=Limits(max_body_bytes=4096, max_message_chars=500, keepalive_seconds=0.05),
         default_agent="gate",
@@ -333,3 +346,42 @@ def test_fuzzed_query_parameters_and_headers_never_cause_a_5xx(
         )
     assert r.status_code in {200, 401, 422}, (r.status_code, r.text[:300])
     assert authed.status_code in {200, 422}, (authed.status_code, authed.text[:300])
+
+
+PAGING = st.none() | st.text(max_size=25) | st.integers(-5, 10**20).map(str)
+
+
+@FUZZ
+@given(
+    template=st.sampled_from(
+        [
+            "/v1/conversations/{conversation}",
+            "/v1/conversations/{conversation}/trace",
+            "/v1/runs/{run}/trace",
+            "/v1/runs/{run}/events?format=json",
+        ]
+    ),
+    limit=PAGING,
+    before=PAGING | st.just("{run}"),
+    after=PAGING | st.just("{run}"),
+)
+def test_fuzzed_paging_parameters_answer_200_or_422_never_a_5xx(
+    fuzz_live: tuple[LiveServer, str, str],
+    template: str,
+    limit: str | None,
+    before: str | None,
+    after: str | None,
+) -> None:
+    server, conversation, run = fuzz_live
+    params = {
+        k: v.format(run=run) if v == "{run}" else v
+        for k, v in (("limit", limit), ("before", before), ("after", after))
+        if v is not None
+    }
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY_A}"}) as c:
+        r = c.get(template.format(conversation=conversation, run=run), params=params)
+    assert r.status_code in {200, 422}, (r.status_code, r.text[:300])
+    if r.status_code == 422:
+        error = r.json()["error"]
+        assert error["type"] == "invalid_parameter"
+        assert error["field"] in params, error

@@ -281,23 +281,42 @@ def test_traces_of_a_run_and_of_a_conversation_are_span_trees(live: LiveServer) 
         GATE.set()
         runs.append(client.post(url, json={"message": message, "stream": False}).json()["id"])
         finished_run(client, runs[-1])
+    # The fixture pages a run's trace by 5 events: the first page has the run's root...
     trace = client.get(f"/v1/runs/{runs[0]}/trace")
     assert trace.status_code == 200
     body = trace.json()
-    assert body["id"] == runs[0]
+    assert body["id"] == runs[0] and body["last_seq"] == 5
     (root,) = body["spans"]
     assert root["run_id"] == runs[0] and root["parent_span_id"] is None
-    names = _names(root)
-    assert "execute_tool gate" in names and any(n.startswith("chat ") for n in names)
     for child in root["children"]:
         assert child["parent_span_id"] == root["span_id"]
+    # ... and following `next` reads the rest: every span, each parent on its page or before.
+    spans: dict[str, dict[str, Any]] = {}
+    pages = 0
+    url: str | None = f"/v1/runs/{runs[0]}/trace"
+    while url:
+        page = client.get(url).json()
+        pages += 1
+        for top in page["spans"]:
+            assert top["parent_span_id"] is None or top["parent_span_id"] in spans
+            for span in _walk(top):
+                spans.setdefault(span["span_id"], {}).update(
+                    {k: v for k, v in span.items() if v is not None and k != "children"}
+                )
+        url = page["next"]
+    assert pages > 1
+    names = [s["name"] for s in spans.values()]
+    assert "execute_tool gate" in names and any(n.startswith("chat ") for n in names)
+    assert all(s.get("end") is not None for s in spans.values())  # every span closed
+    one_page = client.get(f"/v1/runs/{runs[0]}/trace?limit=5").json()
+    assert one_page["next"] == f"/v1/runs/{runs[0]}/trace?limit=5&after=5"
     whole = client.get(f"/v1/conversations/{conversation}/trace").json()
-    assert whole["id"] == conversation
-    assert {s["run_id"] for s in whole["spans"]} == set(runs)
+    assert whole["id"] == conversation and whole["next"] is None
+    assert [s["run_id"] for s in whole["spans"]] == runs  # one root per run, oldest first
 
 
-def _names(span: dict[str, Any]) -> list[str]:
-    return [span["name"], *(n for c in span["children"] for n in _names(c))]
+def _walk(span: dict[str, Any]) -> list[dict[str, Any]]:
+    return [span, *(s for c in span["children"] for s in _walk(c))]
 
 
 def _runs(client: httpx.Client, conversation: str) -> list[dict[str, Any]]:

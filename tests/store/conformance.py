@@ -33,6 +33,7 @@ from orchestrion.store.base import (
     EffectRecord,
     EventRecord,
     Lease,
+    MessageRecord,
     NewConversation,
     QueueLimits,
     RunCompletion,
@@ -1250,3 +1251,150 @@ class StoreConformance:
         assert await store.load_attempt(done.id, 4) is None
         assert await store.load_attempt(kept_run.id, 1) == {"attempt": 3}
         assert await store.load_attempt(busy_run.id, 1) == {"attempt": 1}
+
+    # ---- paged reads ----------------------------------------------------------------------
+
+    async def _long_conversation(self, store: Store, turns: int) -> tuple[str, list[RunRecord]]:
+        """A conversation of `turns` completed turns of 2 messages each (user, assistant)."""
+        cid = await conversation(store)
+        runs = []
+        for turn in range(turns):
+            run = await new_run(store, cid)
+            lease = await claim(store, run)
+            messages = [
+                {"role": "user", "content": f"question {turn}"},
+                {"role": "assistant", "content": f"answer {turn}"},
+            ]
+            await store.complete_run(lease, completion(messages=messages), now=time.time())
+            runs.append(run)
+        return cid, runs
+
+    async def test_history_pages_forward_backward_and_between_through_message_indexes(
+        self, store: Store
+    ) -> None:
+        cid, runs = await self._long_conversation(store, 120)
+        whole = await store.history(cid)
+        assert len(whole) == 240
+
+        def contents(page: list[MessageRecord]) -> list[Any]:
+            return [m.body["content"] for m in page]
+
+        everything = await store.history_page(cid, limit=None)
+        assert [m.index for m in everything] == list(range(240))
+        assert [m.body for m in everything] == whole
+        assert [m.run_id for m in everything[:4]] == [runs[0].id] * 2 + [runs[1].id] * 2
+        # Without a cursor: the newest messages, oldest first.
+        newest = await store.history_page(cid, limit=3)
+        assert [m.index for m in newest] == [237, 238, 239]
+        assert contents(newest) == ["answer 118", "question 119", "answer 119"]
+        # Paging back from the newest visits every message once.
+        seen: list[int] = []
+        before: int | None = None
+        while True:
+            page = await store.history_page(cid, before=before, limit=50)
+            if not page:
+                break
+            assert [m.index for m in page] == sorted(m.index for m in page)
+            seen = [m.index for m in page] + seen
+            before = page[0].index
+        assert seen == list(range(240))
+        # Paging forward from the start too.
+        seen, after = [], -1
+        while page := await store.history_page(cid, after=after, limit=70):
+            seen += [m.index for m in page]
+            after = page[-1].index
+        assert seen == list(range(240))
+        assert contents(await store.history_page(cid, after=0, limit=2)) == [
+            "answer 0",
+            "question 1",
+        ]
+
+        # Both cursors: a window, from its start when paging forward, else from its end.
+        async def indexes(**page: Any) -> list[int]:
+            return [m.index for m in await store.history_page(cid, **page)]
+
+        assert await indexes(after=10, before=20, limit=3) == [11, 12, 13]
+        assert await indexes(after=10, before=14, limit=None) == [11, 12, 13]
+        assert await indexes(before=20, limit=3) == [17, 18, 19]
+        assert await store.history_page(cid, after=239, limit=10) == []
+        assert await store.history_page(cid, before=0, limit=10) == []
+        assert await store.history_page(cid, limit=0) == []
+        assert await store.history_page("conv-nope", limit=10) == []
+        with pytest.raises(ValueError, match="limit"):
+            await store.history_page(cid, limit=-1)
+
+    async def test_read_events_pages_by_seq_at_any_size(self, store: Store) -> None:
+        _cid, run, lease = await running_run(store)
+        for start in range(2, 302, 50):  # 300 more events, in 6 writes
+            await store.append_events(lease, [event(run.id, s) for s in range(start, start + 50)])
+        everything = await store.read_events(run.id)
+        assert [e.seq for e in everything] == list(range(1, 302))
+        assert await store.read_events(run.id, limit=None) == everything
+        for after, limit in ((0, 1), (0, 10), (5, 64), (5, 65), (100, 150), (250, 1000), (0, 301)):
+            page = await store.read_events(run.id, after_seq=after, limit=limit)
+            assert page == everything[after : after + limit], (after, limit)
+        assert await store.read_events(run.id, after_seq=120) == everything[120:]
+        assert await store.read_events(run.id, after_seq=301, limit=5) == []
+        assert await store.read_events(run.id, limit=0) == []
+        with pytest.raises(ValueError, match="limit"):
+            await store.read_events(run.id, limit=-5)
+
+    async def test_read_events_of_several_runs_in_one_read(self, store: Store) -> None:
+        _, a, lease_a = await running_run(store)
+        _, b, lease_b = await running_run(store)
+        await store.append_events(lease_a, [event(a.id, s) for s in range(2, 200)])
+        await store.append_events(lease_b, [event(b.id, 2, "other")])
+        got = await store.read_events_of([b.id, a.id, "run-nope", a.id])
+        assert list(got) == [b.id, a.id, "run-nope"]
+        assert got[a.id] == await store.read_events(a.id)
+        assert [(e.seq, e.type) for e in got[b.id]] == [(1, "run.created"), (2, "other")]
+        assert got["run-nope"] == []
+        assert await store.read_events_of([]) == {}
+
+    async def test_list_runs_pages_by_position_and_filters_by_status_and_agent(
+        self, store: Store
+    ) -> None:
+        cid, done = await self._long_conversation(store, 30)
+        other = await conversation(store)
+        queued = [await new_run(store, other, agent="billing") for _ in range(5)]
+        failing = await new_run(store, cid)
+        await store.complete_run(await claim(store, failing), completion("failed"), now=1.0)
+        newest_first = [failing, *reversed(queued), *reversed(done)]
+        assert ids(await store.list_runs(limit=100)) == ids(newest_first)
+        # Back from the newest, page by page.
+        seen: list[str] = []
+        before: int | None = None
+        while page := await store.list_runs(limit=7, before_position=before):
+            seen += ids(page)
+            before = page[-1].position
+        assert seen == ids(newest_first)
+        # Forward from the oldest.
+        seen, after = [], 0
+        while page := await store.list_runs(limit=8, after_position=after, oldest_first=True):
+            assert [r.position for r in page] == sorted(r.position for r in page)
+            seen += ids(page)
+            after = page[-1].position
+        assert seen == ids(list(reversed(newest_first)))
+        # Both cursors: the runs strictly between.
+        middle = await store.list_runs(
+            before_position=done[10].position, after_position=done[6].position
+        )
+        assert ids(middle) == ids(list(reversed(done[7:10])))
+        # Filters, combined with paging and with each other.
+        conv_runs = await store.list_runs(conversation_id=cid, limit=10)
+        assert ids(conv_runs) == ids([failing, *reversed(done)][:10])
+        assert ids(await store.list_runs(status="failed")) == [failing.id]
+        assert ids(await store.list_runs(status=["queued", "failed"], limit=3)) == ids(
+            [failing, *reversed(queued)][:3]
+        )
+        assert await store.list_runs(status=[]) == []
+        assert ids(await store.list_runs(agent="billing", oldest_first=True)) == ids(queued)
+        assert ids(
+            await store.list_runs(
+                agent="billing", status="queued", before_position=queued[2].position
+            )
+        ) == ids([queued[1], queued[0]])
+        assert await store.list_runs(agent="billing", status="succeeded") == []
+        assert await store.list_runs(limit=0) == []
+        with pytest.raises(ValueError, match="limit"):
+            await store.list_runs(limit=-1)

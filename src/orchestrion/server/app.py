@@ -20,18 +20,20 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from orchestrion.engine.conversation import ConversationState
 from orchestrion.errors import ConversationBusy, NotFound
 from orchestrion.observe.events import new_id
-from orchestrion.observe.trace import Span, conversation_tree
+from orchestrion.observe.trace import Span
+from orchestrion.reading import InvalidCursor
 from orchestrion.runtime import Orchestrion
 from orchestrion.server.auth import KeyRing
 from orchestrion.server.openapi import openapi_document
@@ -60,9 +62,21 @@ class Limits:
     max_body_bytes: int = 64 * 1024  # 413 beyond this
     max_message_chars: int = 32_000  # 422 beyond this
     max_id_chars: int = 200  # longer ids cannot exist: 404
-    max_page_events: int = 1000  # events per ?format=json page
+    # Paged reads (`?limit=` answers 422 beyond the maximum; the default when absent):
+    max_page_events: int = 1000  # events per ?format=json page and per page of a run's trace
+    page_messages: int = 100  # history messages per page of GET /v1/conversations/{id}
+    max_page_messages: int = 1000
+    page_runs: int = 20  # runs per page of a conversation's trace
+    max_page_runs: int = 100
+    max_trace_events: int = 10_000  # a conversation trace page ends after the run reaching it
     keepalive_seconds: float = 15.0  # SSE comment while no event arrives
     ready_timeout_seconds: float = 5.0  # /ready: how long the store may take to answer
+    # Slow clients (enforced by the server, see server/deadlines.py): a request's headers
+    # must arrive within this long of the connection's start (or of the previous
+    # response), its body within this long of its headers; else 408 and the connection
+    # is closed.
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
 
 
 class ApiError(Exception):
@@ -126,11 +140,23 @@ class Api:
             raise too_large
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+        except ClientDisconnect:
+            # Not an error of ours: nobody is left to answer (the response is dropped).
+            log.info(
+                "%s %s: the client went away before its body was complete (%d bytes read)",
+                request.method,
+                request.url.path,
+                size,
+            )
+            raise ApiError(
+                400, "client_disconnected", "the connection closed before the body was complete"
+            ) from None
         raw = b"".join(chunks)
         if not raw.strip():
             if optional:
@@ -219,17 +245,43 @@ class Api:
                     field="Last-Event-ID",
                 )
             return int(header.strip())
-        after = request.query_params.get("after")
-        if after is None:
-            return 0
-        if not _SEQ.fullmatch(after):
+        after = self.index_param(request, "after", "an event's seq")
+        return 0 if after is None else after
+
+    def index_param(self, request: Request, name: str, what: str) -> int | None:
+        value = request.query_params.get(name)
+        if value is None:
+            return None
+        if not _SEQ.fullmatch(value):
             raise ApiError(
                 422,
                 "invalid_parameter",
-                "after must be an event's seq (a non-negative integer)",
-                field="after",
+                f"{name} must be {what} (a non-negative integer)",
+                field=name,
             )
-        return int(after)
+        return int(value)
+
+    def limit_param(self, request: Request, *, default: int, maximum: int) -> int:
+        value = request.query_params.get("limit")
+        if value is None:
+            return default
+        if not _SEQ.fullmatch(value) or not 1 <= int(value) <= maximum:
+            raise ApiError(
+                422,
+                "invalid_parameter",
+                f"limit must be an integer from 1 to {maximum}",
+                field="limit",
+                limit=maximum,
+            )
+        return int(value)
+
+    def run_param(self, request: Request, name: str) -> str | None:
+        """A run id used as a page cursor (checked by the runtime: a run of this
+        conversation, of this tenant)."""
+        value = request.query_params.get(name)
+        if value is not None and not self.valid_id(value):
+            raise ApiError(422, "invalid_parameter", f"{name} must be the id of a run", field=name)
+        return value
 
     # ---- endpoints --------------------------------------------------------------------
 
@@ -269,22 +321,42 @@ class Api:
     async def get_conversation(self, request: Request) -> Response:
         tenant = self.tenant(request)
         record = await self.conversation_of(request.path_params["conversation_id"], tenant)
-        history = await self.orx.history(record.id, tenant=tenant)
-        runs = await self.orx.store.list_runs(conversation_id=record.id, limit=20)
-        detail = ConversationDetail(
-            **_conversation_json(record),
-            history=[m.model_dump(mode="json") for m in history],
-            runs=[
-                {
-                    "id": r.id,
-                    "status": r.status,
-                    "created_at": r.created_at,
-                    "finished_at": r.finished_at,
-                }
-                for r in runs
-            ],
+        limits = self.limits
+        limit = self.limit_param(
+            request, default=limits.page_messages, maximum=limits.max_page_messages
         )
-        return JSONResponse(detail.model_dump(mode="json"))
+        before = self.index_param(request, "before", "a message's index")
+        after = self.index_param(request, "after", "a message's index")
+        try:
+            page = await self.orx.history(
+                record.id, tenant=tenant, limit=limit, before=before, after=after
+            )
+        except NotFound:  # purged meanwhile
+            raise CONVERSATION_NOT_FOUND from None
+        runs = await self.orx.store.list_runs(conversation_id=record.id, limit=20)
+        start = page.start or 0
+        next_url = _next_url(f"/v1/conversations/{quote(record.id, safe='')}", limit, page.next)
+
+        def render() -> bytes:
+            detail = ConversationDetail(
+                **_conversation_json(record),
+                history=[
+                    {"index": start + i, **m.model_dump(mode="json")} for i, m in enumerate(page)
+                ],
+                next=next_url,
+                runs=[
+                    {
+                        "id": r.id,
+                        "status": r.status,
+                        "created_at": r.created_at,
+                        "finished_at": r.finished_at,
+                    }
+                    for r in runs
+                ],
+            )
+            return _json(detail.model_dump(mode="json"))
+
+        return await _render_off_loop(render)
 
     async def post_message(self, request: Request) -> Response:
         tenant = self.tenant(request)
@@ -370,8 +442,11 @@ class Api:
             raise ApiError(422, "invalid_parameter", "format must be sse or json", field="format")
         if fmt == "sse":
             return self.sse(run.id, tenant, after=after)
-        events = await self.orx.store.read_events(run.id, after_seq=after)
-        page = events[: self.limits.max_page_events]
+        size = self.limit_param(
+            request, default=self.limits.max_page_events, maximum=self.limits.max_page_events
+        )
+        events = await self.orx.store.read_events(run.id, after_seq=after, limit=size + 1)
+        page = events[:size]
         finished = any(e.type == "run.finished" for e in page) or (
             run.terminal and len(events) == len(page)
         )
@@ -398,16 +473,74 @@ class Api:
     async def run_trace(self, request: Request) -> Response:
         tenant = self.tenant(request)
         run = await self.run_of(request.path_params["run_id"], tenant)
-        roots = await self.orx.trace(run.id, tenant=tenant)
-        return JSONResponse({"id": run.id, "spans": [_span_tree(s) for s in roots]})
+        size = self.limit_param(
+            request, default=self.limits.max_page_events, maximum=self.limits.max_page_events
+        )
+        after = self.index_param(request, "after", "an event's seq") or 0
+        try:
+            page = await self.orx.run_trace(run.id, tenant=tenant, after=after, limit=size)
+        except NotFound:
+            raise RUN_NOT_FOUND from None
+        next_url = _next_url(f"/v1/runs/{quote(run.id, safe='')}/trace", size, page.next)
+        return await _render_off_loop(
+            lambda: _json(
+                {
+                    "id": run.id,
+                    "spans": [_span_tree(s) for s in page.spans],
+                    "next": next_url,
+                    "last_seq": page.last_seq,
+                }
+            )
+        )
 
     async def conversation_trace(self, request: Request) -> Response:
         tenant = self.tenant(request)
         record = await self.conversation_of(request.path_params["conversation_id"], tenant)
-        runs = await self.orx.store.list_runs(conversation_id=record.id, limit=10_000)
-        pairs = [(r, await self.orx.store.read_events(r.id)) for r in runs]
-        roots = conversation_tree(pairs)
-        return JSONResponse({"id": record.id, "spans": [_span_tree(s) for s in roots]})
+        limits = self.limits
+        size = self.limit_param(request, default=limits.page_runs, maximum=limits.max_page_runs)
+        try:
+            page = await self.orx.conversation_trace(
+                record.id,
+                tenant=tenant,
+                limit=size,
+                before=self.run_param(request, "before"),
+                after=self.run_param(request, "after"),
+                max_events=limits.max_trace_events,
+            )
+        except InvalidCursor as exc:
+            raise ApiError(422, "invalid_parameter", str(exc), field=exc.field) from None
+        except NotFound:
+            raise CONVERSATION_NOT_FOUND from None
+        next_url = _next_url(
+            f"/v1/conversations/{quote(record.id, safe='')}/trace", size, page.next
+        )
+        return await _render_off_loop(
+            lambda: _json(
+                {
+                    "id": record.id,
+                    "spans": [_span_tree(s) for s in page.spans],
+                    "next": next_url,
+                }
+            )
+        )
+
+
+def _next_url(path: str, limit: int, cursor: Mapping[str, Any] | None) -> str | None:
+    """The URL of the next page: the same limit, the page's cursor (None: no next page)."""
+    if cursor is None:
+        return None
+    return f"{path}?{urlencode({'limit': limit, **cursor})}"
+
+
+def _json(content: Any) -> bytes:
+    # As JSONResponse renders it.
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+async def _render_off_loop(render: Callable[[], bytes]) -> Response:
+    """A JSON response whose body is built in a worker thread: a page of a trace or a
+    history is thousands of objects to convert, and the loop has streams to feed."""
+    return Response(await asyncio.to_thread(render), media_type="application/json")
 
 
 def _no_constants(name: str) -> Any:

@@ -90,6 +90,22 @@ def load_keys(keys_file: str | None, insecure_dev_key: bool) -> dict[str, str]:
     help="On SIGTERM: how long open connections (streams) may take to close. Turns in "
     "flight are then awaited (they are durable: a worker resumes them if this process dies).",
 )
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A request's headers must arrive within this long (else 408, connection closed).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A request's body must arrive within this long of its headers (else 408, closed).",
+)
 @click.pass_obj
 def serve(
     settings: Any,
@@ -103,6 +119,8 @@ def serve(
     max_message_chars: int,
     keepalive: float,
     grace: int,
+    header_timeout: float,
+    body_timeout: float,
 ) -> None:
     """Serve the HTTP API (conversations, SSE turns, runs, traces) on uvicorn.
 
@@ -113,6 +131,7 @@ def serve(
     from orchestrion.cli import _load_app_agents
     from orchestrion.demo.support import support_agent
     from orchestrion.server.app import Limits, create_app
+    from orchestrion.server.deadlines import server_config
 
     keys = load_keys(keys_file, insecure_dev_key)
     app_agents = _load_app_agents(app)
@@ -128,6 +147,8 @@ def serve(
                 max_body_bytes=max_body_bytes,
                 max_message_chars=max_message_chars,
                 keepalive_seconds=keepalive,
+                header_timeout_seconds=header_timeout,
+                body_timeout_seconds=body_timeout,
             ),
             default_agent=default_agent,
         )
@@ -138,7 +159,7 @@ def serve(
         f"agents: {', '.join(sorted(orx.agents))})",
         err=True,
     )
-    config = uvicorn.Config(
+    config = server_config(  # uvicorn.Config, with the slow-client deadlines of the limits
         asgi,
         host=host,
         port=port,

@@ -17,6 +17,7 @@ from orchestrion.server.schemas import (
     Health,
     PostMessage,
     RunOut,
+    RunTraceOut,
     TraceOut,
 )
 
@@ -30,6 +31,7 @@ _MODELS: list[type[BaseModel]] = [
     EventOut,
     EventPage,
     TraceOut,
+    RunTraceOut,
     Health,
 ]
 
@@ -72,6 +74,19 @@ def _id_param(name: str, what: str) -> dict[str, Any]:
     }
 
 
+def _limit_param(default: int, maximum: int, what: str) -> dict[str, Any]:
+    return {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+        "description": f"{what} per page (422 beyond {maximum}).",
+    }
+
+
+def _cursor_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
+
+
 def openapi_document(limits: Any) -> dict[str, Any]:
     _, defs = models_json_schema(
         [(m, "serialization") for m in _MODELS], ref_template="#/components/schemas/{model}"
@@ -101,6 +116,29 @@ def openapi_document(limits: Any) -> dict[str, Any]:
             "description": "A reconnecting SSE client's last seq (wins over `after`).",
         },
     ]
+    index = {"type": "integer", "minimum": 0}
+    history_params = [
+        _limit_param(limits.page_messages, limits.max_page_messages, "History messages"),
+        _cursor_param(
+            "before",
+            "Page back: the newest messages whose index is lower (default: the newest).",
+            index,
+        ),
+        _cursor_param("after", "Page forward: the oldest messages whose index is greater.", index),
+    ]
+    run_cursor = {"type": "string"}
+    conversation_trace_params = [
+        _limit_param(limits.page_runs, limits.max_page_runs, "Runs"),
+        _cursor_param("before", "Page back: the newest runs older than this run (id).", run_cursor),
+        _cursor_param(
+            "after", "Page forward: the oldest runs newer than this run (id).", run_cursor
+        ),
+    ]
+    run_trace_params = [
+        _limit_param(limits.max_page_events, limits.max_page_events, "Events"),
+        _cursor_param("after", "Only events with a greater seq.", index),
+    ]
+    paging_error = _error("A paging parameter (limit, before, after) is not valid.")
     paths: dict[str, Any] = {
         "/health": {
             "get": {
@@ -142,12 +180,13 @@ def openapi_document(limits: Any) -> dict[str, Any]:
         },
         "/v1/conversations/{conversation_id}": {
             "get": {
-                "summary": "A conversation: state, version, history, recent runs.",
-                "parameters": [conversation_id],
+                "summary": "A conversation: state, version, a page of its history, recent runs.",
+                "parameters": [conversation_id, *history_params],
                 "responses": {
                     "200": _json(ConversationDetail, "The conversation."),
                     **_AUTH_ERRORS,
                     "404": _error("No such conversation."),
+                    "422": paging_error,
                 },
             }
         },
@@ -171,12 +210,18 @@ def openapi_document(limits: Any) -> dict[str, Any]:
         },
         "/v1/conversations/{conversation_id}/trace": {
             "get": {
-                "summary": "The span tree of every run of a conversation.",
-                "parameters": [conversation_id],
+                "summary": "The span trees of a page of a conversation's runs (default: the "
+                f"newest {limits.page_runs}; a page also ends after the run that brings it to "
+                f"{limits.max_trace_events} events).",
+                "parameters": [conversation_id, *conversation_trace_params],
                 "responses": {
-                    "200": _json(TraceOut, "The trace."),
+                    "200": _json(TraceOut, "A page of the trace."),
                     **_AUTH_ERRORS,
                     "404": _error("No such conversation."),
+                    "422": _error(
+                        "A paging parameter is not valid (a cursor must be a run of this "
+                        "conversation)."
+                    ),
                 },
             }
         },
@@ -202,6 +247,9 @@ def openapi_document(limits: Any) -> dict[str, Any]:
                         "in": "query",
                         "schema": {"enum": ["sse", "json"], "default": "sse"},
                     },
+                    _limit_param(
+                        limits.max_page_events, limits.max_page_events, "With format=json: events"
+                    ),
                 ],
                 "responses": {
                     "200": {
@@ -214,7 +262,7 @@ def openapi_document(limits: Any) -> dict[str, Any]:
                     },
                     **_AUTH_ERRORS,
                     "404": _error("No such run."),
-                    "422": _error("after / Last-Event-ID / format is not valid."),
+                    "422": _error("after / Last-Event-ID / format / limit is not valid."),
                 },
             }
         },
@@ -232,12 +280,14 @@ def openapi_document(limits: Any) -> dict[str, Any]:
         },
         "/v1/runs/{run_id}/trace": {
             "get": {
-                "summary": "The span tree of a run.",
-                "parameters": [run_id],
+                "summary": "The span tree of a page of a run's events (default and maximum: "
+                f"{limits.max_page_events} events).",
+                "parameters": [run_id, *run_trace_params],
                 "responses": {
-                    "200": _json(TraceOut, "The trace."),
+                    "200": _json(RunTraceOut, "A page of the run's trace."),
                     **_AUTH_ERRORS,
                     "404": _error("No such run."),
+                    "422": paging_error,
                 },
             }
         },

@@ -87,8 +87,20 @@ class RunSummary(BaseModel):
     finished_at: float | None = None
 
 
+class HistoryMessageOut(MessageOut):
+    index: int = Field(
+        description="Its position in the conversation's history, from 0 (the page cursor)."
+    )
+
+
 class ConversationDetail(ConversationOut):
-    history: list[MessageOut]
+    history: list[HistoryMessageOut] = Field(
+        description="A page of the history, oldest first: by default the newest messages."
+    )
+    next: str | None = Field(
+        description="The URL of the next page of history in the same direction (older "
+        "messages; newer ones when paging with `after`), or null when there is none."
+    )
     runs: list[RunSummary] = Field(description="The conversation's most recent runs, newest first.")
 
 
@@ -149,8 +161,35 @@ class SpanOut(BaseModel):
 
 
 class TraceOut(BaseModel):
+    """A page of a conversation's trace: the span trees of a page of its runs."""
+
     id: str
-    spans: list[SpanOut] = Field(description="The roots of the span tree (one per run).")
+    spans: list[SpanOut] = Field(
+        description="The roots of the span trees: one per run of the page, oldest first."
+    )
+    next: str | None = Field(
+        description="The URL of the next page of runs in the same direction (older runs; "
+        "newer ones when paging with `after`), or null when there is none."
+    )
+
+
+class RunTraceOut(BaseModel):
+    """A page of a run's trace: the span tree of a page of its events."""
+
+    id: str
+    spans: list[SpanOut] = Field(
+        description="The roots of the page's span tree (normally one: the run's span). A "
+        "span whose events straddle two pages is on both (merge by span_id); a span whose "
+        "parent is on an earlier page is a root of its page."
+    )
+    next: str | None = Field(
+        description="The URL of the next page of events, or null when every event stored "
+        "so far was read."
+    )
+    last_seq: int = Field(
+        description="The seq of the page's last event: follow "
+        "/v1/runs/{id}/events?after=last_seq to see the run go on."
+    )
 
 
 class Health(BaseModel):

@@ -46,6 +46,15 @@ class ConversationRecord:
 
 
 @dataclass(slots=True)
+class MessageRecord:
+    """One message of a conversation's history, with its place in it."""
+
+    index: int  # its position in the history, from 0 (the cursor of paged reads)
+    run_id: str  # the run whose completion appended it
+    body: dict[str, Any]  # the JSON-ready message
+
+
+@dataclass(slots=True)
 class RunRecord:
     id: str
     conversation_id: str
@@ -196,6 +205,12 @@ class PurgeReport:
     events: int = 0
 
 
+def check_limit(limit: int | None) -> None:
+    """Refuse what backends would read differently (SQLite takes LIMIT -1 as no limit)."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be 0 or more (or None for no limit), not {limit}")
+
+
 class Store(abc.ABC):
     """A durable home for conversations, runs, steps, events and side effects."""
 
@@ -260,6 +275,22 @@ class Store(abc.ABC):
         """The conversation's messages in order (JSON-ready dicts)."""
 
     @abc.abstractmethod
+    async def history_page(
+        self,
+        conversation_id: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int | None,
+    ) -> list[MessageRecord]:
+        """A page of the history, always in order (oldest first), through the index.
+
+        Only messages whose index is > `after` and < `before` (each when given). With
+        `after`, the page is the first `limit` of them (paging forward); without it, the
+        last `limit` (paging backward from the newest). `limit` None: all of them. An
+        unknown conversation has no messages."""
+
+    @abc.abstractmethod
     async def set_conversation_state(
         self,
         lease: Lease,
@@ -299,9 +330,24 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_runs(
-        self, *, conversation_id: str | None = None, tenant: str | None = None, limit: int = 100
+        self,
+        *,
+        conversation_id: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        before_position: int | None = None,
+        after_position: int | None = None,
+        status: str | Sequence[str] | None = None,
+        agent: str | None = None,
+        oldest_first: bool = False,
     ) -> list[RunRecord]:
-        """Newest first."""
+        """Up to `limit` runs, newest first (highest position first); with `oldest_first`,
+        the oldest first. Filters, all optional and combined: the conversation, the
+        tenant, position < `before_position` and > `after_position` (the cursors of
+        paged reads: pass the last position of a page to read the next), one status or
+        any of several, the agent (queue). So: paging back from the newest is
+        `before_position=<the page's lowest>`; paging forward, `after_position=<the page's
+        highest>, oldest_first=True`."""
 
     @abc.abstractmethod
     async def next_claimable(
@@ -422,7 +468,16 @@ class Store(abc.ABC):
         """Append events (fenced); with `state`, also move the run's conversation to it."""
 
     @abc.abstractmethod
-    async def read_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]: ...
+    async def read_events(
+        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        """The run's events with seq > `after_seq`, in order; at most `limit` of them
+        (None: all)."""
+
+    @abc.abstractmethod
+    async def read_events_of(self, run_ids: Sequence[str]) -> dict[str, list[EventRecord]]:
+        """Every event of each of these runs (in order), in one read: a page of a
+        conversation's trace. Runs without events (or unknown) map to []."""
 
     @abc.abstractmethod
     async def last_event_seq(self, run_id: str) -> int: ...

@@ -50,6 +50,7 @@ from orchestrion.store.base import (
     EffectRecord,
     EventRecord,
     Lease,
+    MessageRecord,
     NewConversation,
     PurgeReport,
     QueueLimits,
@@ -57,6 +58,7 @@ from orchestrion.store.base import (
     RunRecord,
     StepRecord,
     Store,
+    check_limit,
 )
 from orchestrion.store.migrations import POSTGRES_MIGRATIONS
 from orchestrion.store.rows import (
@@ -66,9 +68,13 @@ from orchestrion.store.rows import (
     conversation_from_row,
     dumps,
     event_from_row,
+    events_by_run,
+    history_query,
     lease_lost,
     loads,
+    messages_from_rows,
     run_from_row,
+    runs_query,
 )
 
 T = TypeVar("T")
@@ -586,6 +592,19 @@ class PostgresStore(Store):
         )
         return [loads(r[0]) for r in rows]
 
+    async def history_page(
+        self,
+        conversation_id: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int | None,
+    ) -> list[MessageRecord]:
+        sql, params, backward = history_query(
+            conversation_id, mark="%s", after=after, before=before, limit=limit
+        )
+        return messages_from_rows(await self._fetch(sql, params), reverse=backward)
+
     async def set_conversation_state(
         self,
         lease: Lease,
@@ -715,22 +734,29 @@ class PostgresStore(Store):
         return run_from_row(rows[0])
 
     async def list_runs(
-        self, *, conversation_id: str | None = None, tenant: str | None = None, limit: int = 100
+        self,
+        *,
+        conversation_id: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        before_position: int | None = None,
+        after_position: int | None = None,
+        status: str | Sequence[str] | None = None,
+        agent: str | None = None,
+        oldest_first: bool = False,
     ) -> list[RunRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        if conversation_id is not None:
-            where.append("conversation_id = %s")
-            params.append(conversation_id)
-        if tenant is not None:
-            where.append("tenant = %s")
-            params.append(tenant)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._fetch(
-            f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY position DESC LIMIT %s",
-            (*params, limit),
+        sql, params = runs_query(
+            mark="%s",
+            conversation_id=conversation_id,
+            tenant=tenant,
+            limit=limit,
+            before_position=before_position,
+            after_position=after_position,
+            status=status,
+            agent=agent,
+            oldest_first=oldest_first,
         )
-        return [run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in await self._fetch(sql, params)]
 
     async def next_claimable(
         self,
@@ -1170,12 +1196,24 @@ class PostgresStore(Store):
 
         await self._tx(go, transaction=False)
 
-    async def read_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
+    async def read_events(
+        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        check_limit(limit)
         rows = await self._fetch(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = %s AND seq > %s ORDER BY seq",
-            (run_id, after_seq),
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = %s AND seq > %s ORDER BY seq "
+            "LIMIT %s",
+            (run_id, after_seq, limit),  # LIMIT NULL: no limit
         )
         return [event_from_row(r) for r in rows]
+
+    async def read_events_of(self, run_ids: Sequence[str]) -> dict[str, list[EventRecord]]:
+        ids = list(dict.fromkeys(run_ids))
+        rows = await self._fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ANY(%s) ORDER BY run_id, seq",
+            (ids,),
+        )
+        return events_by_run(ids, rows)
 
     async def last_event_seq(self, run_id: str) -> int:
         rows = await self._fetch(

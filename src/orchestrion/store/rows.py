@@ -3,12 +3,20 @@ records, and the conversion of a row into a record. Only the SQL dialect differs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pydantic_core
 
 from orchestrion.errors import LeaseLost
-from orchestrion.store.base import ConversationRecord, EventRecord, Lease, RunRecord
+from orchestrion.store.base import (
+    ConversationRecord,
+    EventRecord,
+    Lease,
+    MessageRecord,
+    RunRecord,
+    check_limit,
+)
 
 
 def dumps(value: Any) -> str:
@@ -86,3 +94,87 @@ def lease_lost(lease: Lease) -> LeaseLost:
         f"run {lease.run_id}: lease epoch {lease.epoch} is no longer current "
         "(another worker took the run over); this write was refused"
     )
+
+
+# ---- paged reads: the same SQL on every backend, with its own placeholder ----------------
+
+
+def runs_query(
+    *,
+    mark: str,
+    conversation_id: str | None,
+    tenant: str | None,
+    limit: int,
+    before_position: int | None,
+    after_position: int | None,
+    status: str | Sequence[str] | None,
+    agent: str | None,
+    oldest_first: bool,
+) -> tuple[str, list[Any]]:
+    """The SELECT of `Store.list_runs` (placeholders written as `mark`) and its params."""
+    check_limit(limit)
+    where: list[str] = []
+    params: list[Any] = []
+    for column, op, value in (
+        ("conversation_id", "=", conversation_id),
+        ("tenant", "=", tenant),
+        ("position", "<", before_position),
+        ("position", ">", after_position),
+        ("agent", "=", agent),
+    ):
+        if value is not None:
+            where.append(f"{column} {op} {mark}")
+            params.append(value)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        if not statuses:
+            where.append("1 = 0")  # none of no statuses
+        else:
+            where.append(f"status IN ({', '.join([mark] * len(statuses))})")
+            params.extend(statuses)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    order = "ASC" if oldest_first else "DESC"
+    sql = f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY position {order} LIMIT {mark}"
+    return sql, [*params, limit]
+
+
+def history_query(
+    conversation_id: str, *, mark: str, after: int | None, before: int | None, limit: int | None
+) -> tuple[str, list[Any], bool]:
+    """The SELECT of `Store.history_page`, its params, and whether its rows come newest
+    first (to be reversed)."""
+    check_limit(limit)
+    where = [f"conversation_id = {mark}"]
+    params: list[Any] = [conversation_id]
+    if after is not None:
+        where.append(f"idx > {mark}")
+        params.append(after)
+    if before is not None:
+        where.append(f"idx < {mark}")
+        params.append(before)
+    backward = after is None and limit is not None
+    sql = (
+        f"SELECT idx, run_id, body FROM messages WHERE {' AND '.join(where)} "
+        f"ORDER BY idx {'DESC' if backward else 'ASC'}"
+    )
+    if limit is not None:
+        sql += f" LIMIT {mark}"
+        params.append(limit)
+    return sql, params, backward
+
+
+def messages_from_rows(rows: Sequence[tuple[Any, ...]], *, reverse: bool) -> list[MessageRecord]:
+    records = [MessageRecord(index=int(r[0]), run_id=r[1], body=loads(r[2])) for r in rows]
+    if reverse:
+        records.reverse()
+    return records
+
+
+def events_by_run(
+    run_ids: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> dict[str, list[EventRecord]]:
+    """Rows of EVENT_COLUMNS ordered by (run_id, seq), grouped by run."""
+    grouped: dict[str, list[EventRecord]] = {run_id: [] for run_id in run_ids}
+    for row in rows:
+        grouped.setdefault(row[0], []).append(event_from_row(row))
+    return grouped

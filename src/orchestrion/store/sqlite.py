@@ -5,6 +5,12 @@ operation is one short transaction (tens of microseconds); a thread hop would co
 than the work. Lock contention between processes is the exception, and it is waited out
 asynchronously (see `_write`), so it never blocks the loop for long and never surfaces as
 "database is locked".
+
+Reads that can be large (a history, a page of a trace, a run's events from the start)
+are the exception to the exception: they run in worker threads, each on its own
+read-only connection (WAL lets readers proceed beside the writer), so a tenant reading
+its longest conversation never stalls the loop that renews leases and feeds streams.
+Reads that are small by construction, like a stream's next few events, stay on the loop.
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ import asyncio
 import os
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from orchestrion.errors import (
     ConversationBusy,
@@ -34,6 +43,7 @@ from orchestrion.store.base import (
     EffectRecord,
     EventRecord,
     Lease,
+    MessageRecord,
     NewConversation,
     PurgeReport,
     QueueLimits,
@@ -41,6 +51,7 @@ from orchestrion.store.base import (
     RunRecord,
     StepRecord,
     Store,
+    check_limit,
 )
 from orchestrion.store.migrations import SQLITE_APPLICATION_ID, SQLITE_MIGRATIONS
 from orchestrion.store.rows import (
@@ -50,9 +61,13 @@ from orchestrion.store.rows import (
     conversation_from_row,
     dumps,
     event_from_row,
+    events_by_run,
+    history_query,
     lease_lost,
     loads,
+    messages_from_rows,
     run_from_row,
+    runs_query,
 )
 
 T = TypeVar("T")
@@ -60,6 +75,11 @@ T = TypeVar("T")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # How long one attempt may block the event loop waiting for another process's lock.
 _BLOCKING_BUSY_MS = 20
+# Reads of at most this many rows run on the loop; longer ones in a reader thread.
+INLINE_ROWS = 64
+# Reader threads (each with its own read-only connection): large reads beyond this many
+# at once wait their turn, so they cannot take every core from the loop.
+READER_THREADS = 2
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -260,6 +280,51 @@ def inspect_sqlite_file(path: Path) -> str:
     return "ours" if app_id == SQLITE_APPLICATION_ID else "new"
 
 
+class _Readers:
+    """Worker threads that read the store, each on its own read-only connection."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        self.uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        self.path = path
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="orchestrion-sqlite-read")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.uri, uri=True, check_same_thread=False)
+            # In WAL mode readers wait only in rare cases (recovery); waiting in a
+            # worker thread blocks nobody.
+            conn.execute("PRAGMA busy_timeout = 10000")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._connection())
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise StoreBusy(f"{self.path} stayed locked while reading: {exc}") from exc
+            raise StoreError(f"{self.path} cannot be read ({exc})") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} cannot be read ({exc}); it may be corrupt") from exc
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.wrap_future(self._pool.submit(self._call, fn))
+
+    async def close(self) -> None:
+        # Reads in flight (and queued) finish first; their connections are closed after.
+        await asyncio.to_thread(self._pool.shutdown, wait=True)
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+
 class SQLiteStore(Store):
     def __init__(
         self,
@@ -275,6 +340,7 @@ class SQLiteStore(Store):
         self.durability = durability
         self.busy_patience = busy_patience
         self._conn: sqlite3.Connection | None = None
+        self._readers: _Readers | None = None
         # Readers in this process waiting for a run's next events (see wait_for_events).
         self._event_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
@@ -306,6 +372,7 @@ class SQLiteStore(Store):
             conn.close()
             self._conn = None
             raise
+        self._readers = _Readers(self.path, READER_THREADS)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         # Checked again inside the write lock: another process may have created it meanwhile.
@@ -325,7 +392,10 @@ class SQLiteStore(Store):
             conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
 
     async def close(self) -> None:
-        if self._conn is not None:
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            await readers.close()
+        if self._conn is not None:  # last: the last connection to close checkpoints the WAL
             self._conn.close()
             self._conn = None
 
@@ -394,6 +464,14 @@ class SQLiteStore(Store):
         conn = self.conn
         return await self._retry_busy(lambda: conn.execute(sql, params).fetchall())
 
+    async def _read_large(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read that can be large in a reader thread (see the module's docstring)."""
+        readers = self._readers
+        if readers is None:
+            self.conn  # noqa: B018 (raises the error of a store that is not open)
+            raise StoreError("the store is closing")
+        return await readers.run(fn)
+
     # ---- wake-ups -------------------------------------------------------------------
 
     async def wait_for_events(self, run_id: str, timeout: float) -> None:  # noqa: ASYNC109
@@ -453,10 +531,31 @@ class SQLiteStore(Store):
         return conversation_from_row(rows[0])
 
     async def history(self, conversation_id: str) -> list[dict[str, Any]]:
-        rows = await self._read(
-            "SELECT body FROM messages WHERE conversation_id = ? ORDER BY idx", (conversation_id,)
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT body FROM messages WHERE conversation_id = ? ORDER BY idx",
+                (conversation_id,),
+            ).fetchall()
+            return [loads(r[0]) for r in rows]
+
+        return await self._read_large(read)
+
+    async def history_page(
+        self,
+        conversation_id: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int | None,
+    ) -> list[MessageRecord]:
+        sql, params, backward = history_query(
+            conversation_id, mark="?", after=after, before=before, limit=limit
         )
-        return [loads(r[0]) for r in rows]
+
+        def read(conn: sqlite3.Connection) -> list[MessageRecord]:
+            return messages_from_rows(conn.execute(sql, params).fetchall(), reverse=backward)
+
+        return await self._read_large(read)
 
     async def set_conversation_state(
         self,
@@ -572,21 +671,35 @@ class SQLiteStore(Store):
         return run_from_row(rows[0])
 
     async def list_runs(
-        self, *, conversation_id: str | None = None, tenant: str | None = None, limit: int = 100
+        self,
+        *,
+        conversation_id: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        before_position: int | None = None,
+        after_position: int | None = None,
+        status: str | Sequence[str] | None = None,
+        agent: str | None = None,
+        oldest_first: bool = False,
     ) -> list[RunRecord]:
-        where, params = [], []
-        if conversation_id is not None:
-            where.append("conversation_id = ?")
-            params.append(conversation_id)
-        if tenant is not None:
-            where.append("tenant = ?")
-            params.append(tenant)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._read(
-            f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY position DESC LIMIT ?",
-            (*params, limit),
+        sql, params = runs_query(
+            mark="?",
+            conversation_id=conversation_id,
+            tenant=tenant,
+            limit=limit,
+            before_position=before_position,
+            after_position=after_position,
+            status=status,
+            agent=agent,
+            oldest_first=oldest_first,
         )
-        return [run_from_row(r) for r in rows]
+        if limit <= INLINE_ROWS:
+            return [run_from_row(r) for r in await self._read(sql, tuple(params))]
+
+        def read(conn: sqlite3.Connection) -> list[RunRecord]:
+            return [run_from_row(r) for r in conn.execute(sql, params).fetchall()]
+
+        return await self._read_large(read)
 
     async def next_claimable(
         self,
@@ -901,12 +1014,39 @@ class SQLiteStore(Store):
         await self._write(tx)
         self._wake(lease.run_id)
 
-    async def read_events(self, run_id: str, *, after_seq: int = 0) -> list[EventRecord]:
-        rows = await self._read(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
-            (run_id, after_seq),
-        )
-        return [event_from_row(r) for r in rows]
+    async def read_events(
+        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[EventRecord]:
+        check_limit(limit)
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND seq > ? ORDER BY seq"
+        # Mostly a stream asking for its next few events: try that on the loop, and only
+        # when there are more, read them in a reader thread.
+        inline = INLINE_ROWS if limit is None else min(limit, INLINE_ROWS)
+        rows = await self._read(sql + " LIMIT ?", (run_id, after_seq, inline + 1))
+        if len(rows) <= inline or inline == limit:
+            return [event_from_row(r) for r in rows[:inline]]
+        params = (run_id, after_seq, -1 if limit is None else limit)
+
+        def read(conn: sqlite3.Connection) -> list[EventRecord]:
+            return [event_from_row(r) for r in conn.execute(sql + " LIMIT ?", params)]
+
+        return await self._read_large(read)
+
+    async def read_events_of(self, run_ids: Sequence[str]) -> dict[str, list[EventRecord]]:
+        ids = list(dict.fromkeys(run_ids))
+
+        def read(conn: sqlite3.Connection) -> dict[str, list[EventRecord]]:
+            rows: list[tuple[Any, ...]] = []
+            for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
+                chunk = ids[start : start + 500]
+                rows += conn.execute(
+                    f"SELECT {EVENT_COLUMNS} FROM events "
+                    f"WHERE run_id IN ({','.join('?' * len(chunk))}) ORDER BY run_id, seq",
+                    chunk,
+                ).fetchall()
+            return events_by_run(ids, rows)
+
+        return await self._read_large(read)
 
     async def last_event_seq(self, run_id: str) -> int:
         rows = await self._read(
@@ -946,11 +1086,11 @@ class SQLiteStore(Store):
             where.append("kind = ?")
             params.append(kind)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._read(
+        sql = (
             "SELECT idempotency_key, kind, run_id, conversation_id, tenant, payload, created_at "
-            f"FROM effects {clause} ORDER BY created_at, idempotency_key",
-            tuple(params),
+            f"FROM effects {clause} ORDER BY created_at, idempotency_key"
         )
+        rows = await self._read_large(lambda conn: conn.execute(sql, params).fetchall())
         return [
             EffectRecord(
                 idempotency_key=r[0],
