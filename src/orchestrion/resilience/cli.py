@@ -10,7 +10,8 @@ from typing import Any, Protocol
 import click
 
 from orchestrion.errors import OrchestrionError
-from orchestrion.resilience.shared import BUDGET_PREFIX, breaker_summary
+from orchestrion.resilience.shared_budget import BUDGET_PREFIX
+from orchestrion.resilience.summary import breaker_summary
 
 
 class _Settings(Protocol):
