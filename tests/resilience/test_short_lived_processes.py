@@ -14,16 +14,13 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestrion.chaos.testing import chaos_log, running_chaos_server
-from orchestrion.store import open_store
-from tests.store.pg import fresh_schema
-from tests.store.pg import store_url as pg_store_url
 
 WORKER = Path(__file__).with_name("oneshot_worker.py")
 CLI = Path(sys.executable).with_name("orchestrion")
@@ -37,21 +34,6 @@ HANG_GUARD = 120.0  # a broken worker must not hang the suite; not a timing asse
 @pytest.fixture
 def chaos_url() -> Iterator[str]:
     with running_chaos_server() as url:  # a fresh server per test: its log counts our calls
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'fleet.db'}"
-        async with open_store(url):
-            pass  # created (and migrated) once, before the processes race to open it
-        yield url
-        return
-    with fresh_schema("brk") as schema:
-        url = pg_store_url(schema)
-        async with open_store(url):
-            pass
         yield url
 
 
