@@ -1,4 +1,5 @@
-"""Scripted conversations the chaos server answers from (built on orchestrion.models.scripted).
+"""Built-in scripts for `ScriptedModel` (the `scripted[:NAME]` model spec), which the chaos
+server answers from too.
 
 A script is what `ScriptedModel` accepts: a list of replies indexed by the position in the
 current turn, or a function of the request. Replies depend on the request alone, so a
