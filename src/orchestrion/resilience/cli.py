@@ -78,7 +78,10 @@ def breakers(settings: _Settings, as_json: bool) -> None:
             click.echo(json.dumps(row))
         return
     if not rows:
-        click.echo("no breakers recorded yet (a breaker appears on its dependency's first call)")
+        click.echo(
+            "no breakers recorded yet (a process publishes its calls to a dependency within "
+            "a second, and when it closes)"
+        )
         return
     width = max(len("BREAKER"), *(len(r["name"]) for r in rows))
     click.echo(f"{'BREAKER':<{width}}  {'STATE':<9}  {'FAILURES':>8}  {'CALLS':>6}  NEXT PROBE")
