@@ -495,3 +495,28 @@ async def test_a_call_in_flight_when_the_breaker_opens_joins_the_window_that_ope
     assert (rate["calls"], rate["late"]) == (7, 3)  # a's 4, b's success and 2 failures
     assert rate["failure_rate"] == pytest.approx(6 / 7)
     assert store.peek("llm")["epoch"] == 1  # type: ignore[index]
+
+
+async def test_malformed_published_outcomes_are_ignored_and_pruned() -> None:
+    clock = FakeClock()
+    store = InMemoryBreakerStore()
+    idx = int(clock.now() // 6.0)
+    garbage: dict[str, Any] = {
+        "a": "nonsense",
+        "b": {"epoch": 0, "width": "wide", "buckets": {str(idx): [5, 5, 0]}},
+        "c": {"epoch": 0, "width": 6.0, "buckets": {"x": [1, 1, 0], str(idx): [-3, 1, 0]}},
+        "d": {"epoch": 0, "width": 6.0, "buckets": {str(idx): [2, 2]}},
+        "ok": {"epoch": 0, "width": 6.0, "horizon": 60.0, "buckets": {str(idx): [3, 3, 0]}},
+        "v1": {"epoch": 0, "at": clock.now(), "calls": 50, "failures": 50, "slow": 0},
+    }
+    doc = {"v": 1, "state": CLOSED, "epoch": 0, "outcomes": garbage, "windows": {}}
+    assert await store.save_if("llm", 0, doc)
+    br = shared(clock, store, "me", minimum_calls=6)
+    for _ in range(2):
+        await outcome(br, False)
+    assert br.state == CLOSED and br.metrics()["calls"] == 5  # 2 of mine + 3 of "ok"
+    await outcome(br, False)
+    assert br.state == OPEN  # 6 calls, all failed
+    await br.close()
+    stored = store.peek("llm")
+    assert stored is not None and stored["outcomes"] == {} and "windows" not in stored

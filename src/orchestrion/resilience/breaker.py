@@ -193,6 +193,9 @@ class CircuitBreaker:
         self._rate: dict[str, Any] | None = None
         self._permit = Permit(0)
         self._peers: list[Bucket] = []  # the other workers' published outcomes
+        # Their sum within the horizon, valid until a bucket ages out (wall clock).
+        self._peer_sum: Counts = (0, 0, 0)
+        self._peer_sum_until = -math.inf
         # Outcomes recorded since the last publication (shared breakers).
         self._new_calls = self._new_failures = self._new_slow = 0
         self._unhealthy = 0  # failures and slow calls since the last sync
@@ -238,7 +241,7 @@ class CircuitBreaker:
         """True when a call may pass without any await (closed, view fresh enough)."""
         if self._state != CLOSED:
             return False
-        if self._clock.monotonic() < self._next_sync:
+        if not self._shared or self._clock.monotonic() < self._next_sync:
             return True
         return self._admit_on_due_view()
 
@@ -395,8 +398,24 @@ class CircuitBreaker:
         c, f, s = self._window.totals()
         if not self._peers:
             return c, f, s
-        pc, pf, ps = sum_since(self._peers, self._clock.now() - self.peer_ttl)
+        pc, pf, ps = self._peer_totals()
         return c + pc, f + pf, s + ps
+
+    def _peer_totals(self) -> Counts:
+        """The other workers' outcomes younger than the horizon (cached until the oldest
+        of them ages out, so a failure does not re-add every bucket of the fleet)."""
+        now = self._clock.now()
+        if now < self._peer_sum_until:
+            return self._peer_sum
+        since = now - self.peer_ttl
+        self._peer_sum = sum_since(self._peers, since)
+        oldest = min((b[0] for b in self._peers if b[0] > since), default=math.inf)
+        self._peer_sum_until = oldest + self.peer_ttl
+        return self._peer_sum
+
+    def _set_peers(self, buckets: list[Bucket]) -> None:
+        self._peers = buckets
+        self._peer_sum_until = -math.inf
 
     def _tripped(self) -> bool:
         calls, failures, slow = self._totals()
@@ -485,7 +504,8 @@ class CircuitBreaker:
             taken["late"] = self._fold_late(doc)
             write = True
         if self._shared and doc["state"] == CLOSED:
-            outcomes, self._peers = self._merged_outcomes(doc.get("outcomes"), epoch, now)
+            outcomes, peers = self._merged_outcomes(doc.get("outcomes"), epoch, now)
+            self._set_peers(peers)
             taken["new"] = self._unpublished()
             if outcomes != doc.get("outcomes"):
                 doc["outcomes"] = outcomes
@@ -512,7 +532,9 @@ class CircuitBreaker:
         for worker, entry in raw.items():
             if worker == self.worker_id:
                 continue
-            buckets = entry_buckets(entry, epoch)
+            buckets = entry_buckets(entry, epoch)  # [] unless a well-formed entry
+            if not buckets:
+                continue
             since = now - entry_horizon(entry, self.peer_ttl)
             if not any(start > since for start, *_ in buckets):
                 continue
@@ -646,7 +668,7 @@ class CircuitBreaker:
         self._last = doc
         if epoch == self._epoch:
             if self._shared and doc["state"] == CLOSED:
-                self._peers = self._peer_buckets(doc, epoch)
+                self._set_peers(self._peer_buckets(doc, epoch))
             return
         before, before_epoch = self._state, self._epoch
         self._state = _STATES.get(doc["state"], CLOSED)
@@ -665,7 +687,7 @@ class CircuitBreaker:
         if self._late[0]:
             self._background.poke()
         self._new_calls = self._new_failures = self._new_slow = 0
-        self._peers = self._peer_buckets(doc, epoch) if self._shared else []
+        self._set_peers(self._peer_buckets(doc, epoch) if self._shared else [])
         if self._state != before:
             rate = self._rate or {}
             self._emit(
