@@ -338,7 +338,7 @@ class CircuitBreaker:
         while (inflight := self._publication()) is not None:
             await asyncio.shield(inflight)
         if self._state == CLOSED:
-            inflight = self._inflight = asyncio.ensure_future(self._publish())
+            inflight = self._inflight = self._start_publication()
             await asyncio.shield(inflight)
 
     async def sync(self) -> None:
@@ -346,8 +346,15 @@ class CircuitBreaker:
         and a compare-and-set when something changed). Concurrent callers share one."""
         inflight = self._publication()
         if inflight is None:
-            inflight = self._inflight = asyncio.ensure_future(self._publish())
+            inflight = self._inflight = self._start_publication()
         await asyncio.shield(inflight)
+
+    def _start_publication(self) -> asyncio.Task[None]:
+        # A task of its own: a caller cancelled mid-way does not cut a compare-and-set
+        # short, and other callers can wait for it.
+        return asyncio.get_running_loop().create_task(
+            self._publish(), name=f"publish breaker {self.name}"
+        )
 
     def _publication(self) -> asyncio.Future[None] | None:
         """The publication in flight on this event loop, if any (one at a time, so two

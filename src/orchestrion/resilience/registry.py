@@ -176,7 +176,8 @@ class BreakerRegistry:
         Close order, for whoever owns the registry (`Orchestrion.close()`):
         1. stop starting calls and let the turns in flight end (the worker);
         2. `await registry.close()`: needs the store still open;
-        3. `await model.aclose()` for every model (HTTP clients; any order);
+        3. `await orchestrion.models.close_models(models)`: each model's `aclose()`
+           (HTTP clients; independent of 2, but no model call may follow);
         4. `await store.close()` last.
         A store that fails here is logged (breakers also emit `breaker.store_error`),
         never raised: closing must not fail because the fleet's view could not be updated.
