@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from orchestrion.chaos.testing import chaos_log
@@ -78,3 +81,18 @@ async def test_resolved_model_talks_to_the_chaos_server(
         response = await complete(resolve_model(spec), ModelRequest(messages=(Message.user("hi"),)))
         assert response.finish_reason == "stop"
     assert chaos_log(chaos_url)["calls"] == before + 2
+
+
+def test_models_do_not_import_the_chaos_tooling() -> None:
+    # Production code (every model, and resolving each kind) loads nothing from chaos/.
+    code = (
+        "import sys\n"
+        "import orchestrion.models.anthropic, orchestrion.models.openai\n"
+        "from orchestrion.models.resolve import resolve_model\n"
+        "resolve_model('scripted'); resolve_model('scripted:echo')\n"
+        "resolve_model('openai:x', api_key='k'); resolve_model('anthropic:x', api_key='k')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('orchestrion.chaos')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -36,8 +36,9 @@ from orchestrion.resilience import (
     RetryBudgetExhausted,
     RetryPolicy,
 )
+from orchestrion.resilience.attempts import StepAttemptJournal
 from orchestrion.resilience.clock import SystemClock
-from orchestrion.resilience.shared import BreakerRegistry, StepAttemptJournal
+from orchestrion.resilience.registry import BreakerRegistry
 from orchestrion.store import SQLiteStore
 
 

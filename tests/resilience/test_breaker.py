@@ -1,3 +1,5 @@
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -215,7 +217,24 @@ async def test_invalid_config() -> None:
 
 
 def shared(clock: FakeClock, store: InMemoryBreakerStore, worker: str, **kw: Any) -> CircuitBreaker:
-    return make(clock, store=store, worker_id=worker, sync_interval=1.0, sync_every=1000, **kw)
+    settings: dict[str, Any] = {"sync_interval": 1.0, "sync_every": 1000, **kw}
+    return make(clock, store=store, worker_id=worker, **settings)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let background tasks run until `condition` holds (a hang guard, not a timing)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the background sync never happened")
+
+
+def published(store: InMemoryBreakerStore, worker: str) -> tuple[int, int, int]:
+    doc = store.peek("llm")
+    assert doc is not None
+    counts = doc["outcomes"][worker]["buckets"].values()
+    return (sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts))
 
 
 async def test_closed_breaker_does_not_hit_the_store_per_call() -> None:
@@ -223,22 +242,48 @@ async def test_closed_breaker_does_not_hit_the_store_per_call() -> None:
     store = InMemoryBreakerStore()
     br = shared(clock, store, "a", window_size=1000, minimum_calls=1000)
     for _ in range(200):
-        await outcome(br, True)  # no time passes: one sync on the first call only
-    assert store.loads == 1 and store.saves == 1
+        await outcome(br, True)  # no time passes: one load on the first call only
+    assert (store.loads, store.saves) == (1, 0)  # nothing to publish then
     clock.advance(1.0)
-    await outcome(br, True)
-    assert store.loads == 2 and store.saves == 2
-    doc = store.peek("llm")
-    assert doc is not None and doc["windows"]["a"]["calls"] == 200  # summary of the window
+    await outcome(br, True)  # admitted at once; the sync that is due runs in the background
+    await until(lambda: store.saves == 1)
+    assert store.loads == 2
+    assert published(store, "a") == (201, 0, 0)  # the window, as time buckets
+    await br.close()  # nothing new since: no store traffic
+    assert (store.loads, store.saves) == (2, 1)
 
 
-async def test_sync_every_n_outcomes() -> None:
+async def test_failures_are_published_early_after_sync_every_of_them() -> None:
     clock = FakeClock()
     store = InMemoryBreakerStore()
-    br = make(clock, store=store, worker_id="a", sync_every=10, sync_interval=3600)
-    for _ in range(35):
+    br = shared(
+        clock, store, "a", sync_every=3, sync_interval=3600, window_size=100, minimum_calls=99
+    )
+    for _ in range(10):
         await outcome(br, True)
-    assert store.saves == 4  # first call, then after 10, 20, 30 outcomes
+    for _ in range(2):
+        await outcome(br, False)
+    await asyncio.sleep(0.01)
+    assert store.saves == 0  # successes and 2 failures wait for the (hour-long) interval
+    await outcome(br, False)
+    await until(lambda: store.saves == 1)
+    assert published(store, "a") == (13, 3, 0)
+
+
+async def test_close_publishes_what_is_left_once() -> None:
+    clock = FakeClock()
+    store = InMemoryBreakerStore()
+    br = shared(clock, store, "a", sync_interval=3600)
+    for ok in (True, False, True):
+        await outcome(br, ok)
+    assert store.saves == 0
+    await br.close()
+    assert store.saves == 1 and published(store, "a") == (3, 1, 0)
+    await br.close()
+    assert store.saves == 1  # idempotent
+    await outcome(br, False)  # still usable after close
+    await br.close()
+    assert store.saves == 2 and published(store, "a") == (4, 2, 0)
 
 
 async def test_state_is_shared_between_workers_and_survives_restart() -> None:
@@ -252,10 +297,12 @@ async def test_state_is_shared_between_workers_and_survives_restart() -> None:
         await outcome(a, False)
     assert a.state == OPEN
     assert store.peek("llm")["state"] == OPEN  # type: ignore[index]
-    # b learns it within sync_interval, and then fails fast.
+    # b learns it in the background once its view is due, and then fails fast.
     await outcome(b, True)
     assert b.state == CLOSED  # still inside its staleness bound
     clock.advance(1.0)
+    await outcome(b, True)  # admitted on a view younger than 2 x sync_interval
+    await until(lambda: b.state == OPEN)
     with pytest.raises(BreakerOpen):
         await b.acquire()
     (move,) = [x for t, x in events_b if t == "breaker.transition"]
@@ -390,3 +437,86 @@ async def test_store_behind_is_overwritten_by_newer_epoch() -> None:
     clock.advance(1.0)
     await br.sync()
     assert store.peek("llm")["state"] == OPEN  # type: ignore[index]
+
+
+async def test_outcomes_of_an_exited_worker_count_until_they_age_out() -> None:
+    clock = FakeClock()
+    store = InMemoryBreakerStore()
+    gone = shared(clock, store, "gone", minimum_calls=6)  # peer_ttl: window_seconds, 60 s
+    for _ in range(3):
+        await outcome(gone, False)
+    await gone.close()  # published on its way out; then the process is gone for good
+    del gone
+    clock.advance(30)  # long after any liveness timeout, still inside the window
+    b = shared(clock, store, "b", minimum_calls=6)
+    for _ in range(2):
+        await outcome(b, False)
+    assert b.state == CLOSED
+    await outcome(b, False)  # 3 of its own + 3 that happened 30 s ago
+    assert b.state == OPEN
+    assert store.peek("llm")["rate"]["calls"] == 6  # type: ignore[index]
+
+
+async def test_outcomes_older_than_the_window_do_not_count() -> None:
+    clock = FakeClock()
+    store = InMemoryBreakerStore()
+    old = shared(clock, store, "old", minimum_calls=6, peer_ttl=20.0)
+    for _ in range(3):
+        await outcome(old, False)
+    await old.close()
+    clock.advance(25)  # those 3 failures happened more than peer_ttl ago
+    b = shared(clock, store, "b", minimum_calls=6, peer_ttl=20.0)
+    for _ in range(4):
+        await outcome(b, False)
+    assert b.state == CLOSED  # 4 calls in the window, below minimum_calls
+    await b.close()
+    doc = store.peek("llm")
+    assert doc is not None and set(doc["outcomes"]) == {"b"}  # the aged entry was pruned
+
+
+async def test_a_call_in_flight_when_the_breaker_opens_joins_the_window_that_opened_it() -> None:
+    clock = FakeClock()
+    store = InMemoryBreakerStore()
+    a = shared(clock, store, "a", minimum_calls=4)
+    b = shared(clock, store, "b", minimum_calls=4)
+    await outcome(b, True)  # b has loaded the shared state (this success is unpublished)
+    in_flight = await b.acquire()
+    unpublished = await b.acquire()
+    await b.record(unpublished, "failure")  # recorded, not published yet
+    for _ in range(4):
+        await outcome(a, False)
+    assert a.state == OPEN and store.peek("llm")["rate"]["calls"] == 4  # type: ignore[index]
+    clock.advance(2.0)
+    with pytest.raises(BreakerOpen):
+        await b.acquire()  # b learns of it: its unpublished failure is late
+    await b.record(in_flight, "failure")  # and so is the call that was in flight
+    await b.close()
+    rate = store.peek("llm")["rate"]  # type: ignore[index]
+    assert (rate["calls"], rate["late"]) == (7, 3)  # a's 4, b's success and 2 failures
+    assert rate["failure_rate"] == pytest.approx(6 / 7)
+    assert store.peek("llm")["epoch"] == 1  # type: ignore[index]
+
+
+async def test_malformed_published_outcomes_are_ignored_and_pruned() -> None:
+    clock = FakeClock()
+    store = InMemoryBreakerStore()
+    idx = int(clock.now() // 6.0)
+    garbage: dict[str, Any] = {
+        "a": "nonsense",
+        "b": {"epoch": 0, "width": "wide", "buckets": {str(idx): [5, 5, 0]}},
+        "c": {"epoch": 0, "width": 6.0, "buckets": {"x": [1, 1, 0], str(idx): [-3, 1, 0]}},
+        "d": {"epoch": 0, "width": 6.0, "buckets": {str(idx): [2, 2]}},
+        "ok": {"epoch": 0, "width": 6.0, "horizon": 60.0, "buckets": {str(idx): [3, 3, 0]}},
+        "v1": {"epoch": 0, "at": clock.now(), "calls": 50, "failures": 50, "slow": 0},
+    }
+    doc = {"v": 1, "state": CLOSED, "epoch": 0, "outcomes": garbage, "windows": {}}
+    assert await store.save_if("llm", 0, doc)
+    br = shared(clock, store, "me", minimum_calls=6)
+    for _ in range(2):
+        await outcome(br, False)
+    assert br.state == CLOSED and br.metrics()["calls"] == 5  # 2 of mine + 3 of "ok"
+    await outcome(br, False)
+    assert br.state == OPEN  # 6 calls, all failed
+    await br.close()
+    stored = store.peek("llm")
+    assert stored is not None and stored["outcomes"] == {} and "windows" not in stored

@@ -14,12 +14,9 @@ from click.testing import CliRunner
 
 from orchestrion.resilience import FakeClock, InMemoryBreakerStore, RetryBudget
 from orchestrion.resilience.cli import breakers
-from orchestrion.resilience.shared import (
-    BreakerRegistry,
-    SharedRetryBudget,
-    StoreBreakerState,
-    merge_budget_document,
-)
+from orchestrion.resilience.registry import BreakerRegistry
+from orchestrion.resilience.shared_budget import SharedRetryBudget, merge_budget_document
+from orchestrion.resilience.shared_state import StoreBreakerState
 from orchestrion.store import SQLiteStore
 from tests.resilience.test_shared_state import Worker, start_all, workers  # noqa: F401
 

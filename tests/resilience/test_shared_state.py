@@ -35,13 +35,11 @@ from orchestrion.resilience import (
     ResiliencePipeline,
     RetryPolicy,
 )
+from orchestrion.resilience.attempts import StepAttemptJournal
 from orchestrion.resilience.cli import breakers
-from orchestrion.resilience.shared import (
-    BreakerRegistry,
-    StepAttemptJournal,
-    StoreBreakerState,
-    breaker_summary,
-)
+from orchestrion.resilience.registry import BreakerRegistry
+from orchestrion.resilience.shared_state import StoreBreakerState
+from orchestrion.resilience.summary import breaker_summary
 from orchestrion.store import SQLiteStore
 from orchestrion.store.base import EventRecord, Lease
 from orchestrion.store.migrations import SQLITE_APPLICATION_ID, SQLITE_MIGRATIONS
@@ -363,7 +361,7 @@ async def test_breakers_on_two_store_objects_open_once_and_survive_a_reopen(
             recorded[br.worker_id] += 1
         # Neither alone reached minimum_calls: the pair's combined window opened it.
         assert max(recorded.values()) < settings["minimum_calls"]
-        for br in (a, b):
+        for br in (a, b, a):  # each publishes; the second sees both windows; a adopts
             await br.sync()
         assert a.state == OPEN and b.state == OPEN
         assert a.epoch == b.epoch == 1
@@ -574,14 +572,22 @@ async def test_upgrading_a_version_1_store_adds_the_attempts_table(db_path: Path
 
 def test_breaker_summary_of_each_state() -> None:
     now = 1_700_000_000.0
+
+    def entry(epoch: int, buckets: dict[str, list[int]], horizon: float = 60.0) -> Any:
+        return {"epoch": epoch, "at": now, "width": 6.0, "horizon": horizon, "buckets": buckets}
+
+    b = int(now // 6)  # the bucket of `now`
     closed = {
         "state": "closed",
         "epoch": 4,
         "changed_at": now - 100,
-        "windows": {
-            "a": {"epoch": 4, "at": now, "calls": 8, "failures": 2, "slow": 1},
-            "b": {"epoch": 4, "at": now, "calls": 2, "failures": 1, "slow": 0},
-            "old": {"epoch": 3, "at": now, "calls": 50, "failures": 50, "slow": 0},
+        "outcomes": {
+            "a": entry(4, {str(b): [6, 1, 1], str(b - 3): [2, 1, 0]}),
+            # A worker that exited half a minute ago: its outcomes still count.
+            "gone": entry(4, {str(b - 5): [2, 1, 0], str(b - 20): [9, 9, 9]}),
+            "old": entry(3, {str(b): [50, 50, 0]}),  # another epoch
+            "aged": entry(4, {str(b - 11): [7, 7, 0]}),  # all older than its horizon
+            "bad": {"epoch": 4, "width": "wide", "buckets": {str(b): [1, 1, 1]}},
         },
     }
     row = breaker_summary("llm", closed, 9, now=now)

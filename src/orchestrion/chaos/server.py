@@ -39,10 +39,10 @@ from orchestrion.chaos.plan import (
     draw,
     parse_fault_header,
 )
-from orchestrion.chaos.scripts import load_script, sample_arguments
 from orchestrion.chaos.wire import Answer, AnswerCall, AnthropicWire, OpenAIWire, Wire
 from orchestrion.models.messages import ModelRequest
 from orchestrion.models.scripted import ScriptedModel
+from orchestrion.models.scripts import load_script, sample_arguments
 
 LOG_LIMIT = 10_000
 _HTTP_FAULTS = {

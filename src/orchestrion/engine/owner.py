@@ -1,27 +1,48 @@
 """Who owns a run, and whether that owner is provably gone.
 
-An owner is "host/pid/start-time". On the same host, a worker need not wait for a dead
-owner's lease to expire: if the pid is gone, is a zombie, or now belongs to a process
-that started at another time (pid reuse), the owner is gone for certain. On another host
-nothing is provable, and the lease's expiry decides.
+An owner is "HOST/pid/start-time", HOST being "hostname:boot-id:pidnsNNN": the machine's
+name, the kernel's boot id, and the inode of the process's pid namespace
+(/proc/self/ns/pid). Two processes with the same HOST see the same process table, so a
+worker need not wait for a dead owner's lease to expire: if the pid is gone, is a zombie,
+or now belongs to a process that started at another time (pid reuse), the owner is gone
+for certain. Anything else proves nothing and the lease's expiry decides: another
+machine; a container with host networking (same hostname and boot id, its own pid
+namespace: the same pid number there is another process); an owner written by an older
+version (no namespace in HOST); or a process that cannot read its own namespace.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import socket
 from pathlib import Path
+
+_PID_NAMESPACE = re.compile(r"pid:\[(\d+)\]")
+
+
+@functools.cache
+def _pid_namespace() -> str | None:
+    """The inode of this process's pid namespace, or None when /proc does not say."""
+    try:
+        match = _PID_NAMESPACE.fullmatch(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        return None
+    return match.group(1) if match else None
 
 
 @functools.cache
 def _host() -> str:
-    boot = ""
+    parts = [socket.gethostname()]
     try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8])
     except OSError:
         pass
-    return f"{socket.gethostname()}:{boot}" if boot else socket.gethostname()
+    namespace = _pid_namespace()
+    if namespace is not None:
+        parts.append(f"pidns{namespace}")
+    return ":".join(parts)
 
 
 def _start_time(pid: int) -> tuple[str, str] | None:
@@ -38,6 +59,7 @@ def _start_time(pid: int) -> tuple[str, str] | None:
 
 
 def process_identity(pid: int | None = None) -> str:
+    """The owner identity of process `pid` (default: this one), seen from this process."""
     pid = os.getpid() if pid is None else pid
     info = _start_time(pid)
     started = info[1] if info else "0"
@@ -45,7 +67,8 @@ def process_identity(pid: int | None = None) -> str:
 
 
 def owner_is_gone(owner: str | None) -> bool:
-    """True only when the owner is certainly dead (same host, process gone or reused)."""
+    """True only when the owner is certainly dead (same host and pid namespace, process
+    gone or its pid reused); False whenever that cannot be proven from here."""
     if not owner:
         return True
     try:
@@ -63,6 +86,8 @@ def owner_is_gone(owner: str | None) -> bool:
         except PermissionError:
             return False
         return False
+    if _pid_namespace() is None:
+        return False  # our own namespace is unknown: /proc may not be the owner's
     info = _start_time(pid)
     if info is None:
         return True

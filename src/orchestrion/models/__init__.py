@@ -1,6 +1,6 @@
 """Models: the protocol, normalised messages, and the adapters behind it."""
 
-from orchestrion.models.base import Model, ResponseAssembler, complete
+from orchestrion.models.base import Model, ResponseAssembler, close_models, complete
 from orchestrion.models.messages import (
     FinishDelta,
     Message,
@@ -12,6 +12,7 @@ from orchestrion.models.messages import (
     ToolCallDelta,
     ToolSpec,
     Usage,
+    new_tool_call_id,
 )
 from orchestrion.models.scripted import ScriptedModel, ScriptedReply, call, calls, raw_call, say
 
@@ -32,7 +33,9 @@ __all__ = [
     "Usage",
     "call",
     "calls",
+    "close_models",
     "complete",
+    "new_tool_call_id",
     "raw_call",
     "say",
 ]

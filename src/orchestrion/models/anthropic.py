@@ -180,6 +180,7 @@ class AnthropicModel:
         )
 
     async def aclose(self) -> None:
+        """Close the HTTP client's connections (idempotent; a later call reconnects)."""
         await self.http.aclose()
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelDelta]:

@@ -3,11 +3,17 @@
 Like httpx's transport, a single narrow method makes every provider, the scripted model
 and any test double interchangeable. Assembling deltas into a response is shared here so
 no adapter re-implements it.
+
+A model may also hold resources (an HTTP client's connections): then it has
+`async def aclose()`, idempotent, and whoever built the model closes it when done
+(`close_models()`); a model stays usable after `aclose()` (its client is made again on
+the next call). The built-in adapters and the scripted model all have one.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Protocol, runtime_checkable
 
 from orchestrion.errors import MalformedResponse
@@ -22,7 +28,10 @@ from orchestrion.models.messages import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    new_tool_call_id,
 )
+
+log = logging.getLogger("orchestrion.models")
 
 
 @runtime_checkable
@@ -61,8 +70,9 @@ class ResponseAssembler:
         if self.finish is None:
             raise MalformedResponse("model stream ended without a finish reason")
         calls = tuple(
-            ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"])
-            for i, c in sorted(self._calls.items())
+            # A provider that sent no id still gets distinct ones (results match by id).
+            ToolCall(id=c["id"] or new_tool_call_id(), name=c["name"], arguments=c["arguments"])
+            for _, c in sorted(self._calls.items())
         )
         text = "".join(self._text) or None
         reason: FinishReason = self.finish.reason
@@ -91,4 +101,19 @@ async def complete(
     return assembler.response()
 
 
-__all__ = ["Model", "ModelDelta", "ResponseAssembler", "Usage", "complete"]
+async def close_models(models: Iterable[object]) -> None:
+    """Close every model that holds resources (`aclose()`), each once, all of them even if
+    one fails (that one is logged). For the runtime's shutdown: after the last call."""
+    seen: set[int] = set()
+    for model in models:
+        aclose = getattr(model, "aclose", None)
+        if aclose is None or id(model) in seen:
+            continue
+        seen.add(id(model))
+        try:
+            await aclose()
+        except Exception as exc:
+            log.warning("closing model %s failed: %s", getattr(model, "name", model), exc)
+
+
+__all__ = ["Model", "ModelDelta", "ResponseAssembler", "Usage", "close_models", "complete"]

@@ -356,9 +356,15 @@ class HTTPSession:
         return self._client
 
     async def aclose(self) -> None:
-        if self._client is not None and self._owns_client:
-            await self._client.aclose()
-            self._client = None
+        """Close the client this session made (a client given to it is its owner's to
+        close). Idempotent; the next request makes a new client."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if self._owns_client:
+            await client.aclose()
+        else:
+            self._client = client  # not ours: keep using it
 
     @asynccontextmanager
     async def post_stream(

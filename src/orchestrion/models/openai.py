@@ -6,6 +6,7 @@ never retries; a failure is raised once, normalised, for the resilience layer to
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -99,6 +100,16 @@ def build_payload(
     return payload
 
 
+def arguments_text(raw: Any) -> str:
+    """A tool call's `arguments` as the JSON text the rest of orchestrion expects. The
+    protocol sends a string; some compatible servers send the JSON object itself."""
+    if raw is None:
+        return ""
+    if isinstance(raw, str):
+        return raw
+    return json.dumps(raw, ensure_ascii=False)
+
+
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, Mapping):
         return None
@@ -153,6 +164,7 @@ class OpenAIModel:
         )
 
     async def aclose(self) -> None:
+        """Close the HTTP client's connections (idempotent; a later call reconnects)."""
         await self.http.aclose()
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelDelta]:
@@ -207,12 +219,12 @@ class OpenAIModel:
                 for piece in delta.get("tool_calls") or ():
                     index = int(piece.get("index", 0))
                     fn = piece.get("function") or {}
-                    call_id = piece.get("id")
+                    call_id = str(piece["id"]) if piece.get("id") else None
                     new_id = call_id if call_id and seen_ids.get(index) != call_id else None
                     if new_id:
                         seen_ids[index] = new_id
                     name = fn.get("name") or None
-                    arguments = fn.get("arguments") or ""
+                    arguments = arguments_text(fn.get("arguments"))
                     if new_id or name or arguments:
                         yield ToolCallDelta(index=index, id=new_id, name=name, arguments=arguments)
                 reason = choice.get("finish_reason")
@@ -254,9 +266,9 @@ class OpenAIModel:
             deltas.append(
                 ToolCallDelta(
                     index=index,
-                    id=c.get("id"),
+                    id=str(c["id"]) if c.get("id") else None,
                     name=fn.get("name"),
-                    arguments=fn.get("arguments") or "",
+                    arguments=arguments_text(fn.get("arguments")),
                 )
             )
         deltas.append(

@@ -32,8 +32,8 @@ def resolve_model(spec: str, **overrides: Any) -> Model:
     provider, sep, model = spec.strip().partition(":")
     provider = provider.lower()
     if provider == "scripted":
-        from orchestrion.chaos.scripts import load_script
         from orchestrion.models.scripted import ScriptedModel
+        from orchestrion.models.scripts import load_script
 
         script = overrides.pop("script", None)
         if script is None:

@@ -22,6 +22,7 @@ from orchestrion.models.messages import (
     TextDelta,
     ToolCallDelta,
     Usage,
+    new_tool_call_id,
 )
 
 
@@ -112,6 +113,9 @@ class ScriptedModel:
         self.chunk_delay = chunk_delay  # a pause between text pieces, like a real stream
         self.calls = 0  # how many times the model was actually called (tests count replay)
 
+    async def aclose(self) -> None:
+        """Nothing to release (the model protocol's close, for symmetry with HTTP models)."""
+
     def reply_for(self, request: ModelRequest) -> ScriptedReply:
         if callable(self._script):
             return self._script(request)
@@ -129,7 +133,12 @@ class ScriptedModel:
                 await asyncio.sleep(self.chunk_delay)
             yield TextDelta(text=text[start : start + self.chunk_size])
         for index, c in enumerate(reply.calls):
-            yield ToolCallDelta(index=index, id=f"call_{index}", name=c.name, arguments=c.arguments)
+            # Ids are fresh on every call, like a provider's: the reply itself depends on
+            # the request alone, but two calls (in one reply or across turns) never share
+            # an id, and results are matched to calls by id.
+            yield ToolCallDelta(
+                index=index, id=new_tool_call_id(), name=c.name, arguments=c.arguments
+            )
         prompt_chars = sum(len(m.content or "") for m in request.messages)
         reason = reply.finish_reason or ("tool_calls" if reply.calls else "stop")
         yield FinishDelta(

@@ -15,37 +15,59 @@ Sharing (optional `store`): the state is a JSON document in a BreakerStateStore,
 only by compare-and-set, so every worker sees one breaker and it survives restarts.
 
 Merge rule. The document is {"v", "state", "epoch", "changed_at", "probe_at", "rate",
-"probes", "windows"}. (1) state/epoch/changed_at/probe_at/rate/probes form one register
+"probes", "outcomes"}. (1) state/epoch/changed_at/probe_at/rate/probes form one register
 ordered by `epoch`: every transition is epoch+1, written by CAS from the epoch the writer
 read; a writer that loses the CAS reloads and, if the epoch moved, adopts the stored state
-instead of re-applying its transition (someone else already decided); if only the windows
-moved, it re-applies its change on top. A higher epoch always wins over a lower one.
-(2) `windows` maps a worker id to that worker's window summary {"epoch","at","calls",
-"failures","slow"}; each key is written only by its owner (last write wins per key);
-summaries from another epoch or older than `peer_ttl` are ignored and pruned. The breaker
-trips on the fleet's combined window: this worker's live counts plus its peers' summaries.
+instead of re-applying its transition (someone else already decided); if only the
+outcomes moved, it re-applies its change on top. A higher epoch always wins.
+(2) `outcomes` maps a worker id to that worker's window, published as wall-clock time
+buckets {"epoch", "at", "width", "horizon", "buckets": {"<index>": [calls, failures,
+slow]}}; each key is written only by its owner (last write wins per key). Outcomes count
+by WHEN they happened: a bucket counts while it is younger than the horizon
+(`window_seconds` for a time window; `peer_ttl`, default `window_seconds`, for a count
+window), whether or not its worker is still alive; entries of another epoch, or whose
+buckets all aged out, are ignored and pruned. The breaker trips on the fleet's combined
+window: this worker's live window plus the others' published outcomes.
 (3) `probes.claims` maps a probe token to its expiry, so a worker that dies holding a
 half-open probe slot loses it after `probe_timeout`.
+(4) Outcomes of a closed epoch that reach the store after that epoch opened the breaker
+(a worker that learned of it late, or published on its way out) are added to `rate`, the
+window that opened it: `orchestrion breakers` shows every call that was made.
 
-Staleness bound. A closed breaker never touches the store on the hot path: it syncs (one
-load + one CAS publishing its summary) on the first call after `sync_interval` seconds or
-`sync_every` recorded outcomes since the last sync. So a worker admits or rejects calls on
-a view of the shared state at most `sync_interval` seconds (default 1s) or `sync_every`
-outcomes (default 50) old; transitions are written through at once. Without a store the
+Staleness bound. A closed breaker never awaits the store on a call's path: it publishes
+its window and loads the fleet's in the background (`BackgroundSync`), `sync_interval`
+seconds after the last sync while it records outcomes, sooner after `sync_every` failures
+or slow calls; it admits calls on a view at most 2 x `sync_interval` old (plus a store
+round trip). Only its first call, and the first after an idle spell longer than that,
+load the shared state before admitting. Transitions are written through at once.
+`close()` publishes what is left (call it before the process exits). Without a store the
 breaker is local to the process and nothing is stale.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, NamedTuple, NoReturn, Protocol, TypeVar
 
+from orchestrion.resilience.background import BackgroundSync
 from orchestrion.resilience.clock import SYSTEM_CLOCK, Clock
 from orchestrion.resilience.errors import BreakerOpen
+from orchestrion.resilience.windows import (
+    Bucket,
+    Counts,
+    CountWindow,
+    TimeWindow,
+    entry_buckets,
+    entry_horizon,
+    number,
+    outcome_entry,
+    sum_since,
+)
 
 log = logging.getLogger("orchestrion.resilience")
 
@@ -108,72 +130,6 @@ class Permit(NamedTuple):
     probe: str | None = None
 
 
-class _CountWindow:
-    __slots__ = ("calls", "failures", "idx", "ring", "size", "slow")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.ring = [0] * size  # bit 0: failed, bit 1: slow
-        self.idx = 0
-        self.calls = self.failures = self.slow = 0
-
-    def add(self, failed: bool, slow: bool) -> None:
-        i = self.idx
-        if self.calls == self.size:
-            old = self.ring[i]
-            self.failures -= old & 1
-            self.slow -= old >> 1
-        else:
-            self.calls += 1
-        self.ring[i] = failed | (slow << 1)
-        self.failures += failed
-        self.slow += slow
-        self.idx = 0 if i + 1 == self.size else i + 1
-
-    def totals(self) -> tuple[int, int, int]:
-        return self.calls, self.failures, self.slow
-
-    def reset(self) -> None:
-        self.ring = [0] * self.size
-        self.idx = self.calls = self.failures = self.slow = 0
-
-
-class _TimeWindow:
-    __slots__ = ("calls", "clock", "cur", "failures", "n", "slow", "width")
-
-    def __init__(self, seconds: float, clock: Clock, buckets: int = 10) -> None:
-        self.n = buckets
-        self.width = seconds / buckets
-        self.clock = clock
-        self.reset()
-
-    def reset(self) -> None:
-        self.calls = [0] * self.n
-        self.failures = [0] * self.n
-        self.slow = [0] * self.n
-        self.cur = math.floor(self.clock.monotonic() / self.width)
-
-    def _slot(self) -> int:
-        idx = math.floor(self.clock.monotonic() / self.width)
-        if idx != self.cur:
-            n = self.n
-            for i in range(self.cur + 1, min(idx, self.cur + n) + 1):
-                j = i % n
-                self.calls[j] = self.failures[j] = self.slow[j] = 0
-            self.cur = idx
-        return idx % self.n
-
-    def add(self, failed: bool, slow: bool) -> None:
-        j = self._slot()
-        self.calls[j] += 1
-        self.failures[j] += failed
-        self.slow[j] += slow
-
-    def totals(self) -> tuple[int, int, int]:
-        self._slot()
-        return sum(self.calls), sum(self.failures), sum(self.slow)
-
-
 class CircuitBreaker:
     def __init__(
         self,
@@ -201,6 +157,8 @@ class CircuitBreaker:
             raise ValueError("window_size, minimum_calls and half_open_probes must be >= 1")
         if not (0 < failure_rate_threshold <= 1 and 0 < slow_call_rate_threshold <= 1):
             raise ValueError("rate thresholds are fractions in (0, 1]")
+        if window_seconds <= 0 or sync_interval <= 0 or (peer_ttl is not None and peer_ttl <= 0):
+            raise ValueError("window_seconds, sync_interval and peer_ttl must be > 0 seconds")
         self.name = name
         self.minimum_calls = minimum_calls
         self.failure_rate_threshold = failure_rate_threshold
@@ -209,29 +167,49 @@ class CircuitBreaker:
         self.wait_in_open = wait_in_open
         self.half_open_probes = half_open_probes
         self.probe_timeout = probe_timeout
-        self.sync_every = sync_every
+        self.sync_every = max(1, sync_every)
         self.sync_interval = sync_interval
-        self.peer_ttl = 5 * sync_interval if peer_ttl is None else peer_ttl
+        # How long a published outcome counts for the fleet, from when it happened.
+        self.peer_ttl = (
+            window_seconds if window == "time" or peer_ttl is None else float(peer_ttl)
+        )
         self.on_event = on_event
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
         self._clock = clock
         self._shared = store is not None
         self._store: BreakerStateStore = store if store is not None else _LocalStore()
-        self._window: _CountWindow | _TimeWindow = (
-            _CountWindow(window_size) if window == "count" else _TimeWindow(window_seconds, clock)
-        )
+        # A shared window knows when its outcomes happened (wall clock), to publish them.
+        stamp = clock.now if self._shared else None
+        self._window: CountWindow | TimeWindow
+        if window == "count":
+            self._window = CountWindow(window_size, stamp)
+            self._width = self.peer_ttl / 10
+        else:
+            self._window = TimeWindow(window_seconds, stamp or clock.monotonic)
+            self._width = self._window.width
         self._state = CLOSED
         self._epoch = 0
         self._probe_at: float | None = None
         self._rate: dict[str, Any] | None = None
         self._permit = Permit(0)
-        self._peer = (0, 0, 0)
-        self._unsynced = 0
-        # A shared breaker syncs on its first call (it may be open already elsewhere).
+        self._peers: list[Bucket] = []  # the other workers' published outcomes
+        # Their sum within the horizon, valid until a bucket ages out (wall clock).
+        self._peer_sum: Counts = (0, 0, 0)
+        self._peer_sum_until = -math.inf
+        # Outcomes recorded since the last publication (shared breakers).
+        self._new_calls = self._new_failures = self._new_slow = 0
+        self._unhealthy = 0  # failures and slow calls since the last sync
+        # Outcomes of the closed epoch that the open epoch `_late_epoch` ended, not in the
+        # window that opened it yet (calls in flight, or not published at the transition).
+        self._late_epoch = -1
+        self._late: Counts = (0, 0, 0)
+        # A shared breaker loads the state on its first call (it may be open elsewhere):
+        # its view is due for a refresh at _next_sync, too old to admit on at _stale_at.
         self._next_sync = -math.inf if self._shared else math.inf
-        self._syncing = False
+        self._stale_at = -math.inf if self._shared else math.inf
+        self._inflight: asyncio.Future[None] | None = None  # the publication in flight
+        self._background = BackgroundSync(f"breaker {name}", self.sync, clock)
         self._probe_seq = 0
-        self._wrote_epoch = -1
         self._last: dict[str, Any] = self._fresh()
 
     # ---- views -------------------------------------------------------------------------
@@ -260,21 +238,51 @@ class CircuitBreaker:
     # ---- hot path ----------------------------------------------------------------------
 
     def _fast_admit(self) -> bool:
-        """True when a call may pass without any await (closed, no sync due)."""
+        """True when a call may pass without any await (closed, view fresh enough)."""
         if self._state != CLOSED:
             return False
-        if not self._shared:
+        if not self._shared or self._clock.monotonic() < self._next_sync:
             return True
-        return self._unsynced < self.sync_every and self._clock.monotonic() < self._next_sync
+        return self._admit_on_due_view()
+
+    def _admit_on_due_view(self) -> bool:
+        """Closed, and the shared view is due for a refresh: refresh it in the background
+        and admit while it is younger than 2 x sync_interval; older (the first call, or
+        after an idle spell), acquire() loads it before admitting."""
+        if self._clock.monotonic() < self._stale_at:
+            self._background.poke(urgent=True, news=False)
+            return True
+        return False
 
     def _record_success_fast(self, permit: Permit, duration: float) -> bool:
         """Record a success of a call admitted while closed; True when `settle()` must run."""
-        if permit.epoch != self._epoch or self._state != CLOSED:
-            return False  # admitted under an older state: says nothing about this one
         slow = duration >= self.slow_call_duration
+        if permit.epoch != self._epoch or self._state != CLOSED:
+            self._note_late(permit, False, slow)
+            return False  # admitted under an older state: says nothing about this one
         self._window.add(False, slow)
-        self._unsynced += 1
+        if self._shared:
+            self._note(False, slow)
         return slow and self._tripped()
+
+    def _note(self, failed: bool, slow: bool) -> None:
+        """Count a recorded outcome for publication and make sure it will be published."""
+        self._new_calls += 1
+        if failed or slow:
+            self._new_failures += failed
+            self._new_slow += slow
+            self._unhealthy += 1
+            self._background.poke(urgent=self._unhealthy >= self.sync_every)
+        else:
+            self._background.poke()
+
+    def _note_late(self, permit: Permit, failed: bool, slow: bool) -> None:
+        """An outcome of a call admitted while closed that ended after the breaker opened:
+        it belongs to the window that opened it (published with the next sync)."""
+        if permit.epoch + 1 == self._epoch == self._late_epoch and permit.probe is None:
+            c, f, s = self._late
+            self._late = (c + 1, f + failed, s + slow)
+            self._background.poke()
 
     # ---- public async API --------------------------------------------------------------
 
@@ -282,7 +290,7 @@ class CircuitBreaker:
         """Admit a call or raise BreakerOpen. Hand the permit back to `record`."""
         if self._fast_admit():
             return self._permit
-        if self._shared and self._sync_due():
+        if self._shared and self._clock.monotonic() >= self._next_sync:
             await self.sync()
         for _ in range(_CAS_TRIES):
             state = self._state
@@ -296,7 +304,7 @@ class CircuitBreaker:
                 continue
             token = f"{self.worker_id}:{self._probe_seq}"
             self._probe_seq += 1
-            doc = await self._update(self._claim_mutation(token))
+            doc, _ = await self._update(self._claim_mutation(token))
             claims = (doc.get("probes") or {}).get("claims") or {}
             if doc["state"] == HALF_OPEN and token in claims:
                 return Permit(int(doc["epoch"]), token)
@@ -310,29 +318,63 @@ class CircuitBreaker:
         if permit.probe is not None:
             await self._update(self._probe_mutation(permit, outcome))
             return
-        if permit.epoch != self._epoch or self._state != CLOSED or outcome == "ignored":
-            return  # admitted under an older state: says nothing about this one
+        if outcome == "ignored":
+            return
         failed = outcome == "failure"
         slow = duration >= self.slow_call_duration
+        if permit.epoch != self._epoch or self._state != CLOSED:
+            self._note_late(permit, failed, slow)
+            return  # admitted under an older state: says nothing about this one
         self._window.add(failed, slow)
-        self._unsynced += 1
+        if self._shared:
+            self._note(failed, slow)
         # Only a failure or a slow call can push a rate up: evaluate on those alone.
         if (failed or slow) and self._tripped():
             await self.settle()
 
     async def settle(self) -> None:
-        """Persist a transition the local window asks for (or a pending probe result)."""
-        await self._update(self._m_publish)
+        """Persist the transition the window asks for (after the publication in flight,
+        which may have made it already)."""
+        while (inflight := self._publication()) is not None:
+            await asyncio.shield(inflight)
+        if self._state == CLOSED:
+            inflight = self._inflight = self._start_publication()
+            await asyncio.shield(inflight)
 
     async def sync(self) -> None:
-        """Load the shared state, publish this worker's window summary, adopt what is newer."""
-        if self._syncing:
+        """Publish this worker's window, load the fleet's, adopt what is newer (one load,
+        and a compare-and-set when something changed). Concurrent callers share one."""
+        inflight = self._publication()
+        if inflight is None:
+            inflight = self._inflight = self._start_publication()
+        await asyncio.shield(inflight)
+
+    def _start_publication(self) -> asyncio.Task[None]:
+        # A task of its own: a caller cancelled mid-way does not cut a compare-and-set
+        # short, and other callers can wait for it.
+        return asyncio.get_running_loop().create_task(
+            self._publish(), name=f"publish breaker {self.name}"
+        )
+
+    def _publication(self) -> asyncio.Future[None] | None:
+        """The publication in flight on this event loop, if any (one at a time, so two
+        never carry the same outcomes)."""
+        inflight = self._inflight
+        if inflight is None or inflight.done():
+            return None
+        if inflight.get_loop() is not asyncio.get_running_loop():
+            return None  # left over from an event loop that has ended
+        return inflight
+
+    async def close(self) -> None:
+        """Publish the outcomes not published yet and stop the background sync. Call it
+        before the process exits (BreakerRegistry.close() does); idempotent, and the
+        breaker stays usable (a later call starts syncing again)."""
+        if not self._shared:
             return
-        self._syncing = True
-        try:
-            await self._update(self._m_publish)
-        finally:
-            self._syncing = False
+        await self._background.close()
+        if self._new_calls or self._late[0]:
+            await self.sync()
 
     async def call(
         self,
@@ -359,13 +401,28 @@ class CircuitBreaker:
 
     # ---- internals ---------------------------------------------------------------------
 
-    def _sync_due(self) -> bool:
-        return self._unsynced >= self.sync_every or self._clock.monotonic() >= self._next_sync
-
-    def _totals(self) -> tuple[int, int, int]:
+    def _totals(self) -> Counts:
         c, f, s = self._window.totals()
-        pc, pf, ps = self._peer
+        if not self._peers:
+            return c, f, s
+        pc, pf, ps = self._peer_totals()
         return c + pc, f + pf, s + ps
+
+    def _peer_totals(self) -> Counts:
+        """The other workers' outcomes younger than the horizon (cached until the oldest
+        of them ages out, so a failure does not re-add every bucket of the fleet)."""
+        now = self._clock.now()
+        if now < self._peer_sum_until:
+            return self._peer_sum
+        since = now - self.peer_ttl
+        self._peer_sum = sum_since(self._peers, since)
+        oldest = min((b[0] for b in self._peers if b[0] > since), default=math.inf)
+        self._peer_sum_until = oldest + self.peer_ttl
+        return self._peer_sum
+
+    def _set_peers(self, buckets: list[Bucket]) -> None:
+        self._peers = buckets
+        self._peer_sum_until = -math.inf
 
     def _tripped(self) -> bool:
         calls, failures, slow = self._totals()
@@ -401,14 +458,14 @@ class CircuitBreaker:
 
     def _fresh(self) -> dict[str, Any]:
         return {
-            "v": 1,
+            "v": 2,
             "state": CLOSED,
             "epoch": 0,
             "changed_at": self._clock.now(),
             "probe_at": None,
             "rate": None,
             "probes": None,
-            "windows": {},
+            "outcomes": {},
         }
 
     def _transition(self, doc: dict[str, Any], to: str, now: float) -> None:
@@ -416,14 +473,30 @@ class CircuitBreaker:
         doc["state"] = to
         doc["epoch"] = int(doc["epoch"]) + 1
         doc["changed_at"] = now
-        doc["windows"] = {}
+        doc["outcomes"] = {}
+        doc.pop("windows", None)  # the summaries of version-1 documents
         doc["probe_at"] = now + self.wait_in_open if to == OPEN else None
         doc["probes"] = {"claims": {}, "successes": 0} if to == HALF_OPEN else None
         if to == CLOSED:
             doc["rate"] = None
-        self._wrote_epoch = doc["epoch"]
 
-    def _m_publish(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+    async def _publish(self) -> None:
+        """One publication; afterwards, forget the outcomes it stored."""
+        epoch = self._epoch
+        taken: dict[str, Counts] = {}
+        _, stored = await self._update(lambda doc: self._m_publish(doc, taken))
+        if stored and self._epoch == epoch:
+            c, f, s = taken.get("new", (0, 0, 0))
+            self._new_calls = max(0, self._new_calls - c)
+            self._new_failures = max(0, self._new_failures - f)
+            self._new_slow = max(0, self._new_slow - s)
+            late, gone = self._late, taken.get("late", (0, 0, 0))
+            self._late = (late[0] - gone[0], late[1] - gone[1], late[2] - gone[2])
+
+    def _m_publish(self, doc: dict[str, Any], taken: dict[str, Counts]) -> dict[str, Any] | None:
+        """Publish this worker's window (and late outcomes) into `doc`; open the breaker
+        when the fleet's window says so. `taken`: what the mutation carries."""
+        taken.clear()
         now = self._clock.now()
         epoch = int(doc["epoch"])
         write = False
@@ -434,25 +507,16 @@ class CircuitBreaker:
             write = True
         elif epoch > self._epoch:
             return None  # someone else moved it on: adopt
-        if self._shared and doc["state"] == CLOSED:
-            c, f, s = self._window.totals()
-            windows = {
-                k: w
-                for k, w in (doc.get("windows") or {}).items()
-                if k != self.worker_id
-                and w.get("epoch") == epoch
-                and w.get("at", 0.0) >= now - self.peer_ttl
-            }
-            windows[self.worker_id] = {
-                "epoch": epoch,
-                "at": now,
-                "calls": c,
-                "failures": f,
-                "slow": s,
-            }
-            doc["windows"] = windows
-            self._peer = _peer_sums(windows, self.worker_id, epoch, now - self.peer_ttl)
+        if self._late[0] and epoch == self._late_epoch and doc["state"] == OPEN:
+            taken["late"] = self._fold_late(doc)
             write = True
+        if self._shared and doc["state"] == CLOSED:
+            outcomes, peers = self._merged_outcomes(doc.get("outcomes"), epoch, now)
+            self._set_peers(peers)
+            taken["new"] = self._unpublished()
+            if outcomes != doc.get("outcomes"):
+                doc["outcomes"] = outcomes
+                write = True
         if doc["state"] == CLOSED and self._state == CLOSED and self._tripped():
             calls, failures, slow = self._totals()
             doc["rate"] = {
@@ -463,6 +527,56 @@ class CircuitBreaker:
             self._transition(doc, OPEN, now)
             write = True
         return doc if write else None
+
+    def _merged_outcomes(
+        self, raw: Any, epoch: int, now: float
+    ) -> tuple[dict[str, Any], list[Bucket]]:
+        """The published outcomes with this worker's window in, and the others' buckets.
+        Entries of another epoch, malformed, or aged out are pruned."""
+        out: dict[str, Any] = {}
+        peers: list[Bucket] = []
+        raw = raw if isinstance(raw, Mapping) else {}
+        for worker, entry in raw.items():
+            if worker == self.worker_id:
+                continue
+            buckets = entry_buckets(entry, epoch)  # [] unless a well-formed entry
+            if not buckets:
+                continue
+            since = now - entry_horizon(entry, self.peer_ttl)
+            if not any(start > since for start, *_ in buckets):
+                continue
+            out[str(worker)] = entry
+            peers.extend(buckets)
+        mine = outcome_entry(
+            epoch, now, self._width, self.peer_ttl, self._window.buckets(self._width)
+        )
+        if mine["buckets"]:
+            old = raw.get(self.worker_id)
+            unchanged = (
+                isinstance(old, Mapping)
+                and old.get("epoch") == epoch
+                and old.get("buckets") == mine["buckets"]
+            )
+            out[self.worker_id] = old if unchanged else mine
+        return out, peers
+
+    def _fold_late(self, doc: dict[str, Any]) -> Counts:
+        """Add the late outcomes to `rate`, the window that opened the breaker."""
+        rate = doc.get("rate")
+        rate = rate if isinstance(rate, dict) else {}
+        calls = number(rate.get("calls")) or 0.0
+        fr = number(rate.get("failure_rate")) or 0.0
+        sr = number(rate.get("slow_call_rate")) or 0.0
+        c, f, s = self._late
+        total = calls + c
+        doc["rate"] = {
+            **rate,
+            "failure_rate": (fr * calls + f) / total,
+            "slow_call_rate": (sr * calls + s) / total,
+            "calls": int(total),
+            "late": int(number(rate.get("late")) or 0) + c,
+        }
+        return c, f, s
 
     def _m_half_open(self, doc: dict[str, Any]) -> dict[str, Any] | None:
         if int(doc["epoch"]) != self._epoch or doc["state"] != OPEN:
@@ -514,21 +628,25 @@ class CircuitBreaker:
 
     async def _update(
         self, mutate: Callable[[dict[str, Any]], dict[str, Any] | None]
-    ) -> dict[str, Any]:
-        """Load, mutate, compare-and-set; retry on conflict; adopt the result."""
-        self._wrote_epoch = -1
+    ) -> tuple[dict[str, Any], bool]:
+        """Load, mutate, compare-and-set; retry on conflict; adopt the result. Returns the
+        document and whether the store holds this mutation (written, or nothing to write).
+        """
         doc: dict[str, Any] = self._last
+        stored = decided_here = False
         try:
             for _ in range(_CAS_TRIES):
                 loaded, version = await self._store.load(self.name)
                 doc = loaded if loaded is not None else self._fresh()
+                before = int(doc["epoch"])  # mutate() may change doc in place
                 new = mutate(doc)
                 if new is None:
+                    stored = True
                     break
                 if await self._store.save_if(self.name, version, new):
-                    doc = new
+                    doc, stored = new, True
+                    decided_here = int(new["epoch"]) > before
                     break
-                self._wrote_epoch = -1
             else:
                 log.warning("breaker %s: gave up after %d CAS conflicts", self.name, _CAS_TRIES)
         except Exception as exc:
@@ -538,37 +656,45 @@ class CircuitBreaker:
                 {"breaker": self.name, "error_type": type(exc).__name__, "error": str(exc)},
             )
             local = json.loads(json.dumps(self._last))
+            before = int(local["epoch"])
             new = mutate(local)
             doc = new if new is not None else self._last
-        self._adopt(doc)
+            decided_here = int(doc["epoch"]) > before
+        self._adopt(doc, decided_here)
         if self._shared:
-            self._unsynced = 0
-            self._next_sync = self._clock.monotonic() + self.sync_interval
-        return doc
+            now = self._clock.monotonic()
+            self._next_sync = self._background.due = now + self.sync_interval
+            self._stale_at = now + 2 * self.sync_interval
+            self._unhealthy = 0
+        return doc, stored
 
-    def _adopt(self, doc: dict[str, Any]) -> None:
+    def _adopt(self, doc: dict[str, Any], decided_here: bool) -> None:
         epoch = int(doc["epoch"])
         if epoch < self._epoch:
             return  # never go back in time
-        source = "local" if epoch == self._wrote_epoch else "store"
-        self._wrote_epoch = -1
         self._last = doc
-        if self._shared:
-            self._peer = _peer_sums(
-                doc.get("windows") or {},
-                self.worker_id,
-                epoch,
-                self._clock.now() - self.peer_ttl,
-            )
         if epoch == self._epoch:
+            if self._shared and doc["state"] == CLOSED:
+                self._set_peers(self._peer_buckets(doc, epoch))
             return
-        before = self._state
+        before, before_epoch = self._state, self._epoch
         self._state = _STATES.get(doc["state"], CLOSED)
         self._epoch = epoch
         self._probe_at = doc.get("probe_at")
         self._rate = doc.get("rate")
         self._permit = Permit(epoch)
         self._window.reset()
+        # A new epoch starts from an empty window. When it is the opening of the closed
+        # epoch this worker was in, that epoch's outcomes the opener could not see (not
+        # published yet; calls still in flight) go to the window that opened it.
+        opened = before == CLOSED and self._state == OPEN and epoch == before_epoch + 1
+        unseen = (0, 0, 0) if decided_here else self._unpublished()
+        self._late_epoch = epoch if opened and self._shared else -1
+        self._late = unseen if self._late_epoch == epoch else (0, 0, 0)
+        if self._late[0]:
+            self._background.poke()
+        self._new_calls = self._new_failures = self._new_slow = 0
+        self._set_peers(self._peer_buckets(doc, epoch) if self._shared else [])
         if self._state != before:
             rate = self._rate or {}
             self._emit(
@@ -582,21 +708,23 @@ class CircuitBreaker:
                     "slow_call_rate": rate.get("slow_call_rate"),
                     "calls": rate.get("calls"),
                     "probe_at": self._probe_at,
-                    "source": source,
+                    "source": "local" if decided_here else "store",
                 },
             )
 
+    def _unpublished(self) -> Counts:
+        return self._new_calls, self._new_failures, self._new_slow
 
-def _peer_sums(windows: dict[str, Any], me: str, epoch: int, min_at: float) -> tuple[int, int, int]:
-    """Sum the other workers' summaries that belong to this epoch and are fresh."""
-    c = f = s = 0
-    for k, w in windows.items():
-        if k == me or w.get("epoch") != epoch or float(w.get("at", 0.0)) < min_at:
-            continue
-        c += int(w.get("calls", 0))
-        f += int(w.get("failures", 0))
-        s += int(w.get("slow", 0))
-    return c, f, s
+    def _peer_buckets(self, doc: Mapping[str, Any], epoch: int) -> list[Bucket]:
+        raw = doc.get("outcomes")
+        if not isinstance(raw, Mapping):
+            return []
+        return [
+            bucket
+            for worker, entry in raw.items()
+            if worker != self.worker_id
+            for bucket in entry_buckets(entry, epoch)
+        ]
 
 
 class _LocalStore:

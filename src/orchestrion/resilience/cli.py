@@ -10,7 +10,8 @@ from typing import Any, Protocol
 import click
 
 from orchestrion.errors import OrchestrionError
-from orchestrion.resilience.shared import BUDGET_PREFIX, breaker_summary
+from orchestrion.resilience.shared_budget import BUDGET_PREFIX
+from orchestrion.resilience.summary import breaker_summary
 
 
 class _Settings(Protocol):
@@ -77,7 +78,10 @@ def breakers(settings: _Settings, as_json: bool) -> None:
             click.echo(json.dumps(row))
         return
     if not rows:
-        click.echo("no breakers recorded yet (a breaker appears on its dependency's first call)")
+        click.echo(
+            "no breakers recorded yet (a process publishes its calls to a dependency within "
+            "a second, and when it closes)"
+        )
         return
     width = max(len("BREAKER"), *(len(r["name"]) for r in rows))
     click.echo(f"{'BREAKER':<{width}}  {'STATE':<9}  {'FAILURES':>8}  {'CALLS':>6}  NEXT PROBE")
