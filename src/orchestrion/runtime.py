@@ -22,6 +22,7 @@ from orchestrion.engine.agent import Agent, BusyPolicy
 from orchestrion.engine.conversation import ConversationState
 from orchestrion.engine.worker import Worker, log_breaker_event
 from orchestrion.errors import NotFound, OrchestrionError
+from orchestrion.models.base import close_models
 from orchestrion.models.messages import Message
 from orchestrion.observe.events import Event, new_id, new_trace_id, run_span_id
 from orchestrion.observe.trace import Span, build_run_tree, conversation_tree
@@ -108,11 +109,9 @@ class Orchestrion:
         try:
             await self.worker.close()
             await self.worker.breakers.close()
-            for agent in self.agents.values():
-                for model in (agent.model, *agent.fallback_models):
-                    aclose = getattr(model, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
+            await close_models(
+                m for a in self.agents.values() for m in (a.model, *a.fallback_models)
+            )
         finally:
             await self.store.close()
 
