@@ -24,7 +24,9 @@ from orchestrion.engine.worker import Worker, log_breaker_event, queue_limits
 from orchestrion.errors import NotFound, OrchestrionError
 from orchestrion.models.messages import Message
 from orchestrion.observe.events import Event, new_id, new_trace_id, run_span_id
+from orchestrion.observe.telemetry import telemetry_for
 from orchestrion.observe.trace import Span, build_run_tree, conversation_tree
+from orchestrion.observe.traceparent import require_traceparent
 from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.store import open_store
 from orchestrion.store.base import (
@@ -61,9 +63,13 @@ class Orchestrion:
         durability: Durability = "normal",
         lease_seconds: float = 30.0,
         breaker_settings: Mapping[str, Any] | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         """`breaker_settings`: CircuitBreaker settings for every dependency of this process
-        (e.g. {"minimum_calls": 10, "wait_in_open": 15}); see docs/resilience.md."""
+        (e.g. {"minimum_calls": 10, "wait_in_open": 15}); see docs/resilience.md.
+        `tracer_provider`, `meter_provider`: OpenTelemetry providers to export runs to
+        (else the global ones, else the OTEL_* environment); see docs/observability.md."""
         self.store = store if isinstance(store, Store) else open_store(store, durability=durability)
         self.agents: dict[str, Agent] = {}
         for agent in agents:
@@ -79,6 +85,9 @@ class Orchestrion:
             ),
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.telemetry = telemetry_for(
+            self, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
 
     def add_agent(self, agent: Agent) -> None:
         if agent.name in self.agents:
@@ -93,6 +102,8 @@ class Orchestrion:
         """Wait for turns this process is executing, then close the store."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.telemetry is not None:
+            await self.telemetry.aclose()
         await self.store.close()
 
     async def __aenter__(self) -> Orchestrion:
@@ -121,11 +132,17 @@ class Orchestrion:
         conversation: str | None = None,
         tenant: str | None = None,
         busy_policy: BusyPolicy | None = None,
+        traceparent: str | None = None,
     ) -> RunRecord:
         """Queue a turn; it runs when its conversation is free. Returns the queued run.
 
         When the conversation is busy: "enqueue" (default) waits behind the active run,
-        "reject" raises ConversationBusy, "interrupt" cancels the active run first."""
+        "reject" raises ConversationBusy, "interrupt" cancels the active run first.
+        `traceparent` (a W3C header value; default: the caller's current OpenTelemetry
+        span, if any) makes the run part of the caller's trace."""
+        parent = require_traceparent(traceparent) if traceparent is not None else None
+        if parent is None and self.telemetry is not None:
+            parent = self.telemetry.ambient_parent()
         a = self._agent(agent)
         tenant = tenant or self.tenant
         conversation_id = conversation or new_id("conv")
@@ -136,7 +153,8 @@ class Orchestrion:
             ttl_seconds=a.conversation_ttl,
             state=ConversationState.AWAITING_INPUT,
         )
-        run_id, trace_id = new_id("run"), new_trace_id()
+        run_id = new_id("run")
+        trace_id = parent.trace_id if parent is not None else new_trace_id()
         now = time.time()
         queued = EventRecord(
             run_id=run_id,
@@ -148,7 +166,11 @@ class Orchestrion:
             parent_span_id=run_span_id(run_id),
             start=now,
             end=now,
-            attributes={"conversation_id": conversation_id, "agent": a.name},
+            attributes={
+                "conversation_id": conversation_id,
+                "agent": a.name,
+                **({"traceparent": parent.header} if parent is not None else {}),
+            },
         )
         policy = busy_policy or a.busy_policy
         if policy == "interrupt":

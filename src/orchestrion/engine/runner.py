@@ -26,7 +26,7 @@ from orchestrion.errors import (
     StepFailed,
 )
 from orchestrion.models.messages import Message
-from orchestrion.observe.events import RunEmitter, Sink
+from orchestrion.observe.events import Committed, RunEmitter, Sink
 from orchestrion.resilience.deadline import deadline
 from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.store.base import EffectRecord, Lease, RunCompletion, RunRecord, Store
@@ -50,6 +50,7 @@ class RunExecutor:
         sinks: list[Sink] | None = None,
         resumed: bool = False,
         breakers: BreakerRegistry | None = None,
+        committed: list[Committed] | None = None,
     ) -> None:
         self.store = store
         self.breakers = breakers or BreakerRegistry(store)
@@ -58,6 +59,7 @@ class RunExecutor:
         self.lease = lease
         self.lease_seconds = lease_seconds
         self.sinks = sinks or []
+        self.committed = committed or []
         self.resumed = resumed
         self.journal: Journal | None = None
         self._state = ConversationState.AWAITING_INPUT
@@ -74,6 +76,7 @@ class RunExecutor:
         recorded = await store.load_steps(run.id)
         emitter = RunEmitter(run.id, run.trace_id, next_seq=await store.last_event_seq(run.id) + 1)
         emitter.sinks.extend(self.sinks)
+        emitter.committed.extend(self.committed)
         self.emitter = emitter
         journal = Journal(store, self.lease, emitter, recorded, lease_seconds=self.lease_seconds)
         self.journal = journal

@@ -11,7 +11,8 @@ from typing import Any
 from orchestrion.engine.agent import Agent
 from orchestrion.engine.owner import owner_is_gone, process_identity
 from orchestrion.engine.runner import DEFAULT_LEASE_SECONDS, RunExecutor
-from orchestrion.observe.events import Sink
+from orchestrion.observe.events import Committed, Sink
+from orchestrion.observe.logs import bind_run_context
 from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.store.base import Lease, QueueLimits, RunRecord, Store
 
@@ -64,6 +65,7 @@ class Worker:
         self.purge_interval = purge_interval
         self.executed: dict[str, str] = {}  # run id -> terminal status, for reporting
         self.live: dict[str, RunExecutor] = {}  # runs executing in this process now
+        self.committed: list[Committed] = []  # told of every committed event batch
         self._active: dict[str, asyncio.Task[str]] = {}
         self._warned_agents: set[str] = set()
 
@@ -119,12 +121,15 @@ class Worker:
             sinks=sinks,
             resumed=resumed,
             breakers=self.breakers,
+            committed=self.committed,
         )
         if resumed:
             log.info("resuming run %s (epoch %d)", run.id, lease.epoch)
         self.live[run.id] = executor
         try:
-            status = await executor.execute()
+            ids = {"conversation_id": run.conversation_id, "trace_id": run.trace_id}
+            with bind_run_context(run.id, **ids):  # log lines name the run
+                status = await executor.execute()
         finally:
             self.live.pop(run.id, None)
         self.executed[run.id] = status

@@ -57,6 +57,9 @@ def run_span_id(run_id: str) -> str:
 
 
 Sink = Callable[[EventRecord], None]
+# Told of each batch of a run's events once the store committed it (in seq order, in the
+# process executing the run): the OpenTelemetry export. Must not raise or block.
+Committed = Callable[[list[EventRecord]], None]
 
 
 class RunEmitter:
@@ -69,6 +72,7 @@ class RunEmitter:
         self._next_seq = next_seq
         self._buffer: list[EventRecord] = []
         self.sinks: list[Sink] = []
+        self.committed: list[Committed] = []
         # While the journal replays recorded steps, their events already exist: drop them.
         self.suppressed: Callable[[], bool] = lambda: False
         # The text chunk being gathered: its parts, its span, when it started.
@@ -89,12 +93,15 @@ class RunEmitter:
         async with self._commit_lock:
             events = self.drain()
             try:
-                return await write(events)
+                result = await write(events)
             except LeaseLost:
                 raise
             except BaseException:
                 self._buffer[:0] = events
                 raise
+            for listener in self.committed:
+                listener(events)
+            return result
 
     def drain(self) -> list[EventRecord]:
         self._close_chunk()
