@@ -76,7 +76,8 @@ class ReceivedPoint:
 class Receiver:
     port: int = 0
     spans: list[ReceivedSpan] = field(default_factory=list)
-    points: list[ReceivedPoint] = field(default_factory=list)
+    # Metric points per export request: cumulative, so the last one has every total.
+    metric_exports: list[list[ReceivedPoint]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)  # paths, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -92,6 +93,10 @@ class Receiver:
                     return True
             time.sleep(0.02)
         return False
+
+    @property
+    def points(self) -> list[ReceivedPoint]:
+        return self.metric_exports[-1] if self.metric_exports else []
 
     def named(self, name: str) -> list[ReceivedSpan]:
         return [s for s in self.spans if s.name == name]
@@ -130,6 +135,7 @@ class Receiver:
 
     def add_metrics(self, body: bytes) -> bytes:
         request = ExportMetricsServiceRequest.FromString(body)
+        points: list[ReceivedPoint] = []
         for resource_metrics in request.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
@@ -140,16 +146,17 @@ class Receiver:
                         else:
                             value = p.as_double if p.HasField("as_double") else p.as_int
                             count = 1
-                        with self.lock:
-                            self.points.append(
-                                ReceivedPoint(
-                                    metric.name,
-                                    metric.unit,
-                                    decode_attributes(p.attributes),
-                                    value,
-                                    count,
-                                )
+                        points.append(
+                            ReceivedPoint(
+                                metric.name,
+                                metric.unit,
+                                decode_attributes(p.attributes),
+                                value,
+                                count,
                             )
+                        )
+        with self.lock:
+            self.metric_exports.append(points)
         return ExportMetricsServiceResponse().SerializeToString()
 
 
