@@ -40,6 +40,12 @@ def parse_traceparent(value: str | None) -> TraceParent | None:
     return TraceParent(trace_id, span_id, sampled=bool(int(flags, 16) & 1))
 
 
+def valid_traceparent(value: str | None) -> str | None:
+    """For HTTP services: the header (normalised) when it is valid, else None."""
+    parent = parse_traceparent(value)
+    return None if parent is None else parent.header
+
+
 def require_traceparent(value: str) -> TraceParent:
     """For library callers: a malformed traceparent is a mistake worth an error."""
     parent = parse_traceparent(value)

@@ -32,6 +32,7 @@ from orchestrion.engine.conversation import ConversationState
 from orchestrion.errors import ConversationBusy, NotFound
 from orchestrion.observe.events import new_id
 from orchestrion.observe.trace import Span, conversation_tree
+from orchestrion.observe.traceparent import valid_traceparent
 from orchestrion.runtime import Orchestrion
 from orchestrion.server.auth import KeyRing
 from orchestrion.server.openapi import openapi_document
@@ -302,6 +303,8 @@ class Api:
                 conversation=conversation.id,
                 tenant=tenant,
                 busy_policy=body.busy_policy,
+                # W3C: a valid traceparent joins the caller's trace, an invalid one is ignored
+                traceparent=valid_traceparent(request.headers.get("traceparent")),
             )
         except ConversationBusy:
             raise ApiError(
