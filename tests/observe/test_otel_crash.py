@@ -71,7 +71,8 @@ def _wait(predicate: object, what: str, proc: subprocess.Popen[str], timeout: fl
         if predicate():  # type: ignore[operator]
             return
         if proc.poll() is not None:
-            pytest.fail(f"the worker exited before {what}: {proc.stderr.read() if proc.stderr else ''}")
+            errors = proc.stderr.read() if proc.stderr else ""
+            pytest.fail(f"the worker exited before {what}: {errors}")
         time.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}")
 

@@ -86,9 +86,8 @@ async def test_submit_takes_a_traceparent_or_the_callers_current_span(db_path: P
         unparented = await orx.submit("weather", "hi")
         for run in (explicit, ambient, unparented):
             orx.start(run.id)
-    roots = {
-        f"{s.context.span_id:016x}": s for s in memory.get_finished_spans() if s.name.startswith("invoke_agent")
-    }
+    spans = memory.get_finished_spans()
+    roots = {f"{s.context.span_id:016x}": s for s in spans if s.name.startswith("invoke_agent")}
     assert roots[run_span_id(explicit.id)].parent is not None
     assert f"{roots[run_span_id(explicit.id)].parent.span_id:016x}" == parent_id
     assert roots[run_span_id(ambient.id)].parent.span_id == outer_context.span_id
