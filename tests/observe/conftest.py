@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.observe.otlp import Receiver, otlp_receiver
+from tests.observe.support import Providers
 from tests.store.pg import fresh_schema, store_url
 
 
@@ -25,6 +26,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def receiver() -> Iterator[Receiver]:
     with otlp_receiver() as r:
         yield r
+
+
+@pytest.fixture
+def providers(receiver: Receiver) -> Iterator[Providers]:
+    made = Providers.to(receiver)
+    yield made
+    made.shutdown()
 
 
 @pytest.fixture(autouse=True)

@@ -5,57 +5,19 @@ attributes, metrics, and content only when opted in."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from orchestrion import Orchestrion, TurnResult
+from orchestrion import Orchestrion
 from orchestrion.observe.events import run_span_id
 from orchestrion.store.base import EventRecord
 from tests.observe.agents import ANSWER, TOOL_RESULT, USER_SECRET, weather_agent
 from tests.observe.otlp import ReceivedSpan, Receiver
+from tests.observe.support import Providers, durable_result, points
 
 SPAN_KIND_INTERNAL, SPAN_KIND_CLIENT = 1, 3
 STATUS_OK, STATUS_ERROR = 1, 2
 TURNS = 5  # turns of one conversation exported in one test
-
-
-@dataclass
-class Providers:
-    tracer: TracerProvider
-    meter: MeterProvider
-    done: bool = False
-
-    def shutdown(self) -> None:
-        if not self.done:
-            self.done = True
-            self.tracer.shutdown()
-            self.meter.shutdown()
-
-
-@pytest.fixture
-def providers(receiver: Receiver) -> Iterator[Providers]:
-    """SDK providers exporting over OTLP/HTTP to the receiver (as a user would build them)."""
-    tracer = TracerProvider(resource=Resource.create({"service.name": "otel-test"}))
-    tracer.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces"))
-    )
-    reader = PeriodicExportingMetricReader(
-        OTLPMetricExporter(endpoint=f"{receiver.endpoint}/v1/metrics"),
-        export_interval_millis=3_600_000,  # exported at shutdown
-    )
-    made = Providers(tracer, MeterProvider(metric_readers=[reader]))
-    yield made
-    made.shutdown()
 
 
 Runs = list[tuple[str, list[EventRecord]]]
@@ -77,14 +39,6 @@ async def _turns(store: str, providers: Providers, count: int) -> Runs:
             runs.append((result.run_id, await orx.store.read_events(result.run_id)))
     providers.shutdown()  # flush: every span and metric reaches the receiver now
     return runs
-
-
-async def durable_result(orx: Orchestrion, run_id: str) -> TurnResult:
-    """The run's result once its completion committed. (`send` returns at the live
-    run.finished event, which on PostgreSQL comes before the commit: reported.)"""
-    async for _ in orx.subscribe(run_id):  # ends at the stored run.finished
-        pass
-    return await orx.result(run_id)
 
 
 def _strings(span: ReceivedSpan) -> str:
@@ -178,18 +132,10 @@ async def test_a_turn_is_one_trace_of_genai_spans_with_orchestrions_ids(
     _check_metrics(receiver, runs)
 
 
-def _points(receiver: Receiver, metric: str, **where: Any) -> list[Any]:
-    return [
-        p
-        for p in receiver.points
-        if p.metric == metric and all(p.attributes.get(k) == v for k, v in where.items())
-    ]
-
-
 def _check_metrics(receiver: Receiver, runs: Runs) -> None:
     responses = [e for _, events in runs for e in events if e.type == "model.response"]
     for kind in ("input", "output"):
-        (point,) = _points(
+        (point,) = points(
             receiver,
             "gen_ai.client.token.usage",
             **{"gen_ai.token.type": kind, "gen_ai.operation.name": "chat"},
@@ -199,21 +145,21 @@ def _check_metrics(receiver: Receiver, runs: Runs) -> None:
         assert point.attributes["gen_ai.request.model"] == "scripted-weather"
         assert point.count == len(responses) == 2 * TURNS
         assert point.value == sum(e.attributes[f"gen_ai.usage.{kind}_tokens"] for e in responses)
-    (chat,) = _points(
+    (chat,) = points(
         receiver, "gen_ai.client.operation.duration", **{"gen_ai.operation.name": "chat"}
     )
-    (tool,) = _points(
+    (tool,) = points(
         receiver, "gen_ai.client.operation.duration", **{"gen_ai.operation.name": "execute_tool"}
     )
     assert (chat.count, tool.count, chat.unit) == (2 * TURNS, TURNS, "s")
-    (ttfc,) = _points(receiver, "gen_ai.client.operation.time_to_first_chunk")
+    (ttfc,) = points(receiver, "gen_ai.client.operation.time_to_first_chunk")
     assert ttfc.count == 2 * TURNS  # both answers of each turn start with text
-    (succeeded,) = _points(receiver, "orchestrion.runs", **{"orchestrion.run.status": "succeeded"})
+    (succeeded,) = points(receiver, "orchestrion.runs", **{"orchestrion.run.status": "succeeded"})
     assert succeeded.value == TURNS
-    (claims,) = _points(receiver, "orchestrion.run.claim_latency")
+    (claims,) = points(receiver, "orchestrion.run.claim_latency")
     assert claims.count == TURNS
-    assert not _points(receiver, "orchestrion.step.retries")
-    assert not _points(receiver, "orchestrion.lease.takeovers")
+    assert not points(receiver, "orchestrion.step.retries")
+    assert not points(receiver, "orchestrion.lease.takeovers")
 
 
 async def test_content_is_exported_only_when_opted_in(
