@@ -191,14 +191,26 @@ def _jsonable(value: Any) -> Any:
     return redact(str(value))
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record comes (test runners swap it)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure_logging(
     fmt: LogFormat = "text", *, level: int = logging.WARNING, stream: TextIO | None = None
 ) -> logging.Handler:
-    """Send the process's logs to `stream` (stderr) as text or JSON lines, replacing the
-    handlers a previous call installed. Returns the handler."""
+    """Send the process's logs to `stream` (default: stderr) as text or JSON lines,
+    replacing the handler a previous call installed. Returns the handler."""
     if fmt not in ("text", "json"):
         raise ValueError(f"log format {fmt!r} is not one of: text, json")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = _Stderr() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.set_name("orchestrion")
     root = logging.getLogger()
