@@ -121,6 +121,8 @@ def test_a_run_killed_mid_tool_and_resumed_elsewhere_is_one_trace(
     assert root.span_id == run_span_id(run.id) and root.parent_span_id is None
     assert all(s.parent_span_id == root.span_id for s in spans if s is not root)
     assert root.event_names().count("resumed") == 1
+    (started,) = [e for e in events if e.type == "run.started"]  # by the dead worker
+    assert root.start == pytest.approx(started.start, abs=1e-6)
     assert root.resource["service.name"] == "otel-crash-test"
 
     # Spans carry the store's span ids: the trace tree and the backend name each other.

@@ -80,13 +80,17 @@ async def test_repairs_are_events_of_the_run_and_a_cancel_ends_open_steps(db_pat
     assert "raw" not in repaired.attributes  # the model's raw output is content
 
 
+LEAKED_KEY = "sk-proj-0123456789abcdefABCDEF"
+
+
 class DownModel:
-    """A provider that is down: every call fails with a retryable error."""
+    """A provider that is down: every call fails with a retryable error (whose message,
+    as some providers' do, repeats the key it was given)."""
 
     name = "down"
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelDelta]:
-        raise ProviderUnavailable("overloaded", status_code=529)
+        raise ProviderUnavailable(f"overloaded (key {LEAKED_KEY})", status_code=529)
         yield  # an async generator
 
 
@@ -111,6 +115,10 @@ async def test_breaker_decisions_are_span_events_and_transitions_are_counted(
     assert len(chats) == 2
     opened = [e for e in chats[0].events if e.name == "breaker.transition"]
     assert [(e.attributes or {}).get("to") for e in opened] == ["open"]
+    errors = [e for e in chats[0].events if e.name == "retry.attempt"]
+    assert errors and all(
+        "overloaded (key [redacted])" in str((e.attributes or {}).get("error")) for e in errors
+    )
     refused = [e for e in chats[1].events if e.name == "breaker.rejected"]
     assert refused and chats[1].attributes is not None
     assert chats[1].attributes["error.type"] == "BreakerOpen"

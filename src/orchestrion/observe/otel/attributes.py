@@ -19,6 +19,7 @@ from opentelemetry.util.types import AttributeValue
 from orchestrion.engine.agent import Agent
 from orchestrion.models.base import Model
 from orchestrion.models.scripted import ScriptedModel
+from orchestrion.observe.logs import redact
 
 # Event attributes that hold what users, models and tools said, per event type: exported
 # only when content capture is on.
@@ -131,13 +132,16 @@ def otel_value(value: Any) -> AttributeValue | None:
 def event_attributes(
     type_: str, attributes: Mapping[str, Any], *, capture: bool
 ) -> dict[str, AttributeValue]:
-    """An event's attributes as span-event attributes, content removed unless captured."""
-    hidden = frozenset() if capture else CONTENT_FIELDS.get(type_, frozenset())
+    """An event's attributes as span-event attributes, content removed unless captured.
+    Other text (a provider's error message, say) is masked where it looks like a key."""
+    content = CONTENT_FIELDS.get(type_, frozenset())
     out: dict[str, AttributeValue] = {}
     for key, value in attributes.items():
-        if key in hidden:
+        if key in content and not capture:
             continue
         converted = otel_value(value)
+        if isinstance(converted, str) and key not in content:
+            converted = redact(converted)
         if converted is not None:
             out[key] = converted
     return out
