@@ -204,3 +204,43 @@ async def test_content_is_exported_only_when_opted_in(
             }
         ],
     ]
+
+
+async def test_hundreds_of_runs_executed_concurrently_are_one_trace_each(
+    store: str, receiver: Receiver, providers: Providers
+) -> None:
+    """A worker executing 8 runs at a time, 12 conversations of 10 turns each: the
+    exporter follows every run through interleaved commits."""
+    conversations, turns = 12, 10
+    async with Orchestrion(
+        store,
+        agents=[weather_agent()],
+        tracer_provider=providers.tracer,
+        meter_provider=providers.meter,
+    ) as orx:
+        runs = [
+            await orx.submit("weather", f"turn {t}", conversation=f"conv-{c}")
+            for t in range(turns)
+            for c in range(conversations)
+        ]
+        orx.worker.concurrency = 8
+        await orx.work(drain=True)
+        statuses = {(await orx.result(r.id)).status for r in runs}
+        finished = {
+            r.id: {e.span_id for e in await orx.store.read_events(r.id) if e.end is not None}
+            for r in runs
+        }
+    providers.shutdown()
+    assert statuses == {"succeeded"}
+    assert len(receiver.spans) == 4 * len(runs)
+    assert len({s.span_id for s in receiver.spans}) == len(receiver.spans)
+    for run in runs:
+        spans = receiver.trace(run.trace_id)
+        assert len(spans) == 4, run.id
+        (root,) = [s for s in spans if s.parent_span_id is None]
+        assert root.span_id == run_span_id(run.id)
+        assert root.attributes["gen_ai.conversation.id"] == run.conversation_id
+        assert all(s.parent_span_id == root.span_id for s in spans if s is not root)
+        assert {s.span_id for s in spans} <= finished[run.id]
+    (succeeded,) = points(receiver, "orchestrion.runs", **{"orchestrion.run.status": "succeeded"})
+    assert succeeded.value == len(runs)
