@@ -214,18 +214,20 @@ class OtelExporter:
         )
 
     async def aclose(self) -> None:
-        """Finish loading, flush what was recorded, shut down the providers built here."""
+        """Finish loading, then send what was recorded: the providers built here are shut
+        down (which flushes them), the application's are flushed. Signals go in parallel,
+        so an unreachable collector costs one export timeout, not one per signal."""
         while self._loading:
             await asyncio.gather(*list(self._loading), return_exceptions=True)
-        providers: list[object] = [self.tracer_provider, self.meter_provider]
-        for provider in providers:
-            flush = getattr(provider, "force_flush", None)
-            if flush is not None:
-                await asyncio.to_thread(flush)
-        for provider in self.owned:
-            shutdown = getattr(provider, "shutdown", None)
-            if shutdown is not None:
-                await asyncio.to_thread(shutdown)
+        calls = []
+        for provider in (self.tracer_provider, self.meter_provider):
+            if provider is None:
+                continue
+            name = "shutdown" if any(provider is p for p in self.owned) else "force_flush"
+            method = getattr(provider, name, None)
+            if method is not None:
+                calls.append(asyncio.to_thread(method))
+        await asyncio.gather(*calls, return_exceptions=True)
 
     # ---- receiving ------------------------------------------------------------------------
 
