@@ -20,24 +20,22 @@ finished but had not yet flushed (the batch processor's delay) are lost with it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from orchestrion.engine.agent import Agent
 from orchestrion.observe.events import run_span_id
 from orchestrion.observe.otel import attributes as attrs
+from orchestrion.observe.otel.ids import own_ids, using_ids
 from orchestrion.observe.otel.metrics import Metrics
 from orchestrion.observe.otel.version import VERSION
 from orchestrion.observe.traceparent import TraceParent, parse_traceparent
@@ -55,54 +53,6 @@ BreakerSink = Callable[[str, dict[str, Any]], None]
 
 def _ns(seconds: float) -> int:
     return int(seconds * 1_000_000_000)
-
-
-# ---- orchestrion's ids on OpenTelemetry spans ------------------------------------------------
-
-_FORCED: contextvars.ContextVar[tuple[int | None, int] | None] = contextvars.ContextVar(
-    "orchestrion_forced_ids", default=None
-)
-
-
-class _OwnIds(IdGenerator):
-    """Hands the SDK the ids orchestrion already chose for the span being started (and
-    random ones, from the generator it wraps, to anyone else using the tracer)."""
-
-    def __init__(self, inner: IdGenerator) -> None:
-        self.inner = inner
-
-    def generate_span_id(self) -> int:
-        forced = _FORCED.get()
-        return forced[1] if forced is not None else self.inner.generate_span_id()
-
-    def generate_trace_id(self) -> int:
-        forced = _FORCED.get()
-        if forced is not None and forced[0] is not None:
-            return forced[0]
-        return self.inner.generate_trace_id()
-
-    def is_trace_id_random(self) -> bool:
-        return True  # ours come from secrets.token_hex
-
-
-@contextlib.contextmanager
-def _ids(span_id: str, trace_id: str | None = None) -> Iterator[None]:
-    token = _FORCED.set((None if trace_id is None else int(trace_id, 16), int(span_id, 16)))
-    try:
-        yield
-    finally:
-        _FORCED.reset(token)
-
-
-def _own_ids(tracer: trace_api.Tracer) -> bool:
-    """Make the SDK tracer use orchestrion's ids. False for tracers of other SDKs."""
-    inner = getattr(tracer, "id_generator", None)
-    if isinstance(inner, _OwnIds):
-        return True
-    if not isinstance(inner, IdGenerator):
-        return False
-    tracer.id_generator = _OwnIds(inner)  # type: ignore[attr-defined]
-    return True
 
 
 # ---- per-run state ----------------------------------------------------------------------------
@@ -134,6 +84,7 @@ class _Run:
     first_seq: int
     backlog: list[EventRecord] = field(default_factory=list)
     ready: bool = False
+    broken: bool = False  # its span could not be started: its events are ignored
     record: RunRecord | None = None
     agent: Agent | None = None
     root: Span | None = None
@@ -170,7 +121,7 @@ class OtelExporter:
             if tracer_provider is not None
             else trace_api.NoOpTracer()
         )
-        if tracer_provider is not None and not _own_ids(self.tracer):
+        if tracer_provider is not None and not own_ids(self.tracer):
             log.warning(
                 "tracer provider %s is not the OpenTelemetry SDK's: spans get its ids, "
                 "not orchestrion's",
@@ -239,6 +190,8 @@ class OtelExporter:
             run = self._runs[event.run_id] = _Run(event.run_id, first_seq=event.seq)
             self._start_loading(run)
         run.touched = time.monotonic()
+        if run.broken:
+            return
         if not run.ready:
             run.backlog.append(event)
             return
@@ -275,12 +228,13 @@ class OtelExporter:
             log.exception("run %s: could not read its record; exporting without it", run.run_id)
         try:
             self._begin(run, prior)
-            run.ready = True
-            backlog, run.backlog = run.backlog, []
-            for event in backlog:
-                self._handle(run, event)
         except Exception:
-            log.exception("OpenTelemetry export failed for run %s", run.run_id)
+            run.broken = True
+            log.exception("OpenTelemetry export of run %s failed; its spans are lost", run.run_id)
+            return
+        run.ready = True
+        backlog, run.backlog = run.backlog, []
+        self.on_committed(backlog)
 
     # ---- the run's span -------------------------------------------------------------------
 
@@ -322,7 +276,7 @@ class OtelExporter:
             )
             context = trace_api.set_span_in_context(trace_api.NonRecordingSpan(remote), context)
         started = (record.started_at if record else None) or _earliest(prior, run.backlog)
-        with _ids(run_span_id(run.run_id), trace_id):
+        with using_ids(run_span_id(run.run_id), trace_id):
             run.root = self.tracer.start_span(
                 f"invoke_agent {agent_name}" if agent_name else "invoke_agent",
                 context=context,
@@ -519,7 +473,7 @@ class OtelExporter:
         context = (
             trace_api.set_span_in_context(parent.span) if parent is not None else run.root_context
         )
-        with _ids(e.span_id):
+        with using_ids(e.span_id):
             return self.tracer.start_span(
                 name, context=context, kind=kind, attributes=attributes, start_time=_ns(start)
             )
