@@ -77,14 +77,14 @@ async def _in_process(db: Path, turns: int, fanout: int) -> dict[str, Any]:
                     break
             t0 = time.perf_counter()
             run = await orx.submit("talk", "hi")
-            await orx.start(run.id)
+            orx.start(run.id)
             async for event in orx.subscribe(run.id):
                 if event.type == "text.delta":
                     durable.append(time.perf_counter() - t0)
                     break
         # A run with many events, then read from the start.
         run = await orx.submit("many", "go")
-        await orx.start(run.id)
+        orx.start(run.id)
         async for _ in orx.subscribe(run.id):
             pass
         best = float("inf")

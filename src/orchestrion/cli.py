@@ -17,6 +17,7 @@ import click
 from orchestrion.chaos.cli import chaos
 from orchestrion.engine.agent import Agent
 from orchestrion.errors import OrchestrionError
+from orchestrion.observe.logs import configure_logging
 from orchestrion.observe.trace import render_text
 from orchestrion.resilience.cli import breakers
 from orchestrion.runtime import Orchestrion
@@ -85,19 +86,30 @@ pass_settings = click.make_pass_decorator(Settings)
     help="normal survives a process crash; full also fsyncs every commit (power loss).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log what the engine does to stderr.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line with run, conversation, trace and span ids.",
+)
 @click.version_option(package_name="orchestrion")
 @click.pass_context
-def main(ctx: click.Context, store: str | None, durability: str, verbose: bool) -> None:
+def main(
+    ctx: click.Context, store: str | None, durability: str, verbose: bool, log_format: str
+) -> None:
     """orchestrion: durable, observable orchestration for LLM agents.
 
     Start with `orchestrion demo`: an offline customer-support agent whose every step is
     journaled in a SQLite file, so a crashed turn resumes without repeating its emails.
     """
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.INFO if verbose else logging.WARNING
+    if log_format == "json":
+        configure_logging("json", level=level)
+    else:
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+        )
     if store is not None and not store.strip():
         raise click.BadParameter(
             "is empty: give a store URL such as sqlite:///app.db", param_hint="--store"

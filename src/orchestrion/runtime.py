@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,9 @@ from orchestrion.errors import NotFound, OrchestrionError
 from orchestrion.models.base import close_models
 from orchestrion.models.messages import Message
 from orchestrion.observe.events import Event, new_id, new_trace_id, run_span_id
+from orchestrion.observe.telemetry import telemetry_for
 from orchestrion.observe.trace import Span, build_run_tree, conversation_tree
+from orchestrion.observe.traceparent import require_traceparent
 from orchestrion.reading import (
     HistoryPage,
     TracePage,
@@ -71,10 +73,14 @@ class Orchestrion:
         lease_seconds: float = 30.0,
         breaker_settings: Mapping[str, Any] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
     ) -> None:
         """`breaker_settings`: CircuitBreaker settings for every dependency of this process
         (e.g. {"minimum_calls": 10, "wait_in_open": 15}); see docs/resilience.md.
-        `concurrency`: how many turns this process executes at once (more wait queued)."""
+        `concurrency`: how many turns this process executes at once (more wait queued).
+        `tracer_provider`, `meter_provider`: OpenTelemetry providers to export runs to
+        (else the global ones, else the OTEL_* environment); see docs/observability.md."""
         self.store = store if isinstance(store, Store) else open_store(store, durability=durability)
         self.agents: dict[str, Agent] = {}
         for agent in agents:
@@ -91,6 +97,9 @@ class Orchestrion:
                 self.store, breaker_settings, on_event=log_breaker_event, share_budgets=True
             ),
         )
+        self.telemetry = telemetry_for(
+            self, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
 
     def add_agent(self, agent: Agent) -> None:
         if agent.name in self.agents:
@@ -102,16 +111,18 @@ class Orchestrion:
         return self
 
     async def close(self) -> None:
-        """Wait for the turns this process is executing, then close what it opened, in
-        order: the scheduler, the breakers and budgets (their last counts are published
-        to the store), the models' connections, the store. Runs still queued stay queued
-        for a worker (or the next process that wants them)."""
+        """Wait for the turns this process is executing or was asked to execute (`start`,
+        `stream`), then close what it opened, in order: the scheduler, the breakers and
+        budgets (their last counts are published to the store), the models' connections,
+        the telemetry export, the store."""
         try:
             await self.worker.close()
             await self.worker.breakers.close()
             await close_models(
                 m for a in self.agents.values() for m in (a.model, *a.fallback_models)
             )
+            if self.telemetry is not None:
+                await self.telemetry.aclose()
         finally:
             await self.store.close()
 
@@ -141,15 +152,22 @@ class Orchestrion:
         conversation: str | None = None,
         tenant: str | None = None,
         busy_policy: BusyPolicy | None = None,
+        traceparent: str | None = None,
     ) -> RunRecord:
         """Queue a turn; it runs when its conversation is free. Returns the queued run.
 
         When the conversation is busy: "enqueue" (default) waits behind the active run,
-        "reject" raises ConversationBusy, "interrupt" cancels the active run first."""
+        "reject" raises ConversationBusy, "interrupt" cancels the active run first.
+        `traceparent` (a W3C header value; default: the caller's current OpenTelemetry
+        span, if any) makes the run part of the caller's trace."""
+        parent = require_traceparent(traceparent) if traceparent is not None else None
+        if parent is None and self.telemetry is not None:
+            parent = self.telemetry.ambient_parent()
         a = self._agent(agent)
         tenant = tenant or self.tenant
         conversation_id = conversation or new_id("conv")
-        run_id, trace_id = new_id("run"), new_trace_id()
+        run_id = new_id("run")
+        trace_id = parent.trace_id if parent is not None else new_trace_id()
         now = time.time()
         queued = EventRecord(
             run_id=run_id,
@@ -161,7 +179,11 @@ class Orchestrion:
             parent_span_id=run_span_id(run_id),
             start=now,
             end=now,
-            attributes={"conversation_id": conversation_id, "agent": a.name},
+            attributes={
+                "conversation_id": conversation_id,
+                "agent": a.name,
+                **({"traceparent": parent.header} if parent is not None else {}),
+            },
         )
         policy = busy_policy or a.busy_policy
         if policy == "interrupt":
@@ -194,15 +216,17 @@ class Orchestrion:
         conversation: str | None = None,
         tenant: str | None = None,
         busy_policy: BusyPolicy | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Submit a turn and yield its events live (text deltas included) until it ends."""
         run = await self.submit(
             agent, message, conversation=conversation, tenant=tenant, busy_policy=busy_policy
         )
-        async for event in self.events(run.id):
-            yield event
+        # aclosing: a consumer that stops early closes the inner reader at once.
+        async with contextlib.aclosing(self.events(run.id)) as events:
+            async for event in events:
+                yield event
 
-    async def events(self, run_id: str) -> AsyncIterator[Event]:
+    async def events(self, run_id: str) -> AsyncGenerator[Event, None]:
         """Have this process execute a queued run (as soon as its conversation is free)
         and yield its events until it ends: live while it executes here (streamed text at
         once, every other event once it is durable), from the store if another process
@@ -214,7 +238,7 @@ class Orchestrion:
         try:
             run = await self.store.get_run(run_id)
             if run.status == "queued":
-                worker.want(run)
+                worker.want(run.id)
                 while True:
                     item = await watch.next()
                     if isinstance(item, EventRecord):
@@ -229,12 +253,13 @@ class Orchestrion:
                     break  # executed elsewhere (or stopped here): the store has the rest
         finally:
             worker.unwatch(watch)
-        async for event in self.follow(run_id, after_seq=last_seq):
-            yield event
+        async with contextlib.aclosing(self.follow(run_id, after_seq=last_seq)) as stored:
+            async for event in stored:
+                yield event
 
     async def follow(
         self, run_id: str, *, after_seq: int = 0, interval: float = POLL_INTERVAL
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Yield a run's stored events after `after_seq`, polling until the run ends."""
         while True:
             events = await self.store.read_events(run_id, after_seq=after_seq)
@@ -293,16 +318,14 @@ class Orchestrion:
             executor.request_cancel()
         return run
 
-    async def start(self, run_id: str) -> None:
+    def start(self, run_id: str) -> None:
         """Have this process execute a queued run in the background as soon as its
         conversation is free (fire-and-forget: read its events with `subscribe`)."""
-        run = await self.store.get_run(run_id)
-        if run.status == "queued":
-            self.worker.want(run)
+        self.worker.want(run_id)
 
     async def subscribe(
         self, run_id: str, *, after_seq: int = 0, tenant: str | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Every durable event of a run after `after_seq`, exactly once and in order,
         until the run ends; works across processes and restarts (it reads the store).
         Text arrives as coalesced `text.delta` chunks; `text.reset` voids the text of
@@ -310,8 +333,10 @@ class Orchestrion:
         await self.store.get_run(run_id, tenant=tenant)  # NotFound for others' runs
         # A store that announces new events needs polling only as a safety net.
         interval = NOTIFIED_INTERVAL if self.store.notifies_events else SUBSCRIBE_INTERVAL
-        async for event in self.follow(run_id, after_seq=after_seq, interval=interval):
-            yield event
+        followed = self.follow(run_id, after_seq=after_seq, interval=interval)
+        async with contextlib.aclosing(followed) as events:
+            async for event in events:
+                yield event
 
     # ---- reading ------------------------------------------------------------------------
 

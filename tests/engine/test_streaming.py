@@ -37,7 +37,7 @@ async def test_a_subscriber_gets_every_event_once_and_can_reattach(db_path: Path
     url = f"sqlite:///{db_path}"
     async with Orchestrion(url, agents=[agent]) as runner, Orchestrion(url) as reader:
         run = await runner.submit("t", "talk")
-        await runner.start(run.id)
+        runner.start(run.id)
         first_half: list[Any] = []
         async for event in reader.subscribe(run.id):
             first_half.append(event)
@@ -108,7 +108,7 @@ async def test_cancel_stops_in_flight_tools_at_once(db_path: Path) -> None:
     agent = Agent("c", model=ScriptedModel([call("long_job"), say("x")]), tools=[long_job])
     async with Orchestrion(f"sqlite:///{db_path}", agents=[agent]) as orx:
         run = await orx.submit("c", "go", conversation="c1")
-        await orx.start(run.id)
+        orx.start(run.id)
         await asyncio.wait_for(started.wait(), 10)
         await orx.cancel(run.id)
         await asyncio.wait_for(cancelled.wait(), 5)
@@ -139,7 +139,7 @@ async def test_interrupt_policy_cancels_the_running_turn_and_runs_the_new_one(
     agent = Agent("i", model=ScriptedModel(script), tools=[slow])
     async with Orchestrion(f"sqlite:///{db_path}", agents=[agent]) as orx:
         first = await orx.submit("i", "first", conversation="c1")
-        await orx.start(first.id)
+        orx.start(first.id)
         await asyncio.wait_for(started.wait(), 10)
         result = await asyncio.wait_for(_send(orx, "second", "interrupt"), 20)
         assert result.status == "succeeded" and result.answer == "did second"

@@ -24,6 +24,7 @@ from orchestrion.errors import (
     StepFailed,
 )
 from orchestrion.observe.events import RunEmitter, derived_span_id
+from orchestrion.observe.logs import bind_span
 from orchestrion.store.base import Lease, StepRecord, Store
 
 # Errors that say nothing about the step itself: never recorded as its outcome, so the
@@ -143,7 +144,8 @@ class Journal:
         self.executed += 1
         status, result_json, error_json = "ok", None, None
         try:
-            value = await fn(info)
+            with bind_span(info.span_id):  # log lines inside name this step's span
+                value = await fn(info)
             result_json = pydantic_core.to_json(value).decode()
         except _NOT_RECORDED:
             raise

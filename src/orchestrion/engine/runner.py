@@ -28,7 +28,7 @@ from orchestrion.errors import (
     StepFailed,
 )
 from orchestrion.models.messages import Message
-from orchestrion.observe.events import RunEmitter, Sink
+from orchestrion.observe.events import Committed, RunEmitter, Sink
 from orchestrion.resilience.deadline import deadline
 from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.store.base import EffectRecord, Lease, RunCompletion, RunRecord, Store
@@ -55,6 +55,7 @@ class RunExecutor:
         resumed: bool = False,
         breakers: BreakerRegistry | None = None,
         on_pending: Callable[[RunEmitter], None] | None = None,
+        committed: list[Committed] | None = None,
     ) -> None:
         self.store = store
         self.breakers = breakers or BreakerRegistry(store)
@@ -68,6 +69,7 @@ class RunExecutor:
         self.emitter = RunEmitter(run.id, run.trace_id, next_seq=1)
         self.emitter.sinks = self.sinks
         self.emitter.on_pending = on_pending
+        self.emitter.committed.extend(committed or [])
         self._state = ConversationState.AWAITING_INPUT
         self._stop: Literal["cancel", "lost", "release"] | None = None
         self._turn: asyncio.Task[TurnOutcome] | None = None

@@ -33,7 +33,8 @@ from orchestrion.engine.agent import Agent
 from orchestrion.engine.owner import owner_host, owner_is_gone, process_identity
 from orchestrion.engine.runner import DEFAULT_LEASE_SECONDS, Ending, RunExecutor
 from orchestrion.errors import LeaseLost, OrchestrionError
-from orchestrion.observe.events import RunEmitter, Sink
+from orchestrion.observe.events import Committed, RunEmitter, Sink
+from orchestrion.observe.logs import bind_run_context
 from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.store.base import EventRecord, Lease, QueueLimits, RunRecord, Store
 
@@ -97,12 +98,6 @@ class RunWatch:
         return await self._queue.get()
 
 
-@dataclass(slots=True)
-class _Wanted:
-    conversation_id: str
-    since: float
-
-
 class Worker:
     def __init__(
         self,
@@ -128,8 +123,9 @@ class Worker:
         self.purge_interval = purge_interval
         self.counts: collections.Counter[str] = collections.Counter()  # endings, by kind
         self.live: dict[str, RunExecutor] = {}  # runs executing in this process now
+        self.committed: list[Committed] = []  # told of every committed event batch
         self._tasks: dict[str, asyncio.Task[Ending]] = {}
-        self._wanted: dict[str, _Wanted] = {}
+        self._wanted: dict[str, float] = {}  # run id -> when a caller here asked for it
         self._sinks: dict[str, list[Sink]] = {}  # run id -> live sinks of its watches
         self._watches: dict[str, list[RunWatch]] = {}
         self._serving = 0  # callers of run(): claim any eligible run, not only wanted ones
@@ -143,14 +139,23 @@ class Worker:
         self._next_orphan_scan = 0.0
         self._next_purge = time.monotonic() + purge_interval
         self._warned_agents: set[str] = set()
+        self._settled: list[asyncio.Future[None]] = []  # waiting for no wanted, no tasks
+
+    def _check_settled(self) -> None:
+        if self._settled and not self._wanted and not self._tasks:
+            for waiter in self._settled:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._settled.clear()
 
     # ---- demand ---------------------------------------------------------------------
 
-    def want(self, run: RunRecord) -> None:
-        """Execute this queued run here as soon as it heads its conversation's queue."""
-        if run.id in self._tasks or self._closing:
+    def want(self, run_id: str) -> None:
+        """Execute this queued run here as soon as it heads its conversation's queue (a
+        run that is not queued, or not known, is simply dropped at the next pass)."""
+        if run_id in self._tasks or self._closing:
             return
-        self._wanted[run.id] = _Wanted(run.conversation_id, time.time())
+        self._wanted.setdefault(run_id, time.time())
         self._ensure_scheduler()
         self._wake.set()
 
@@ -243,10 +248,10 @@ class Worker:
     async def _claim_wanted(self, now: float, capacity: int) -> int:
         """Claim the wanted runs that head their conversation, or what blocks them when it
         is abandoned. Returns how many executions started."""
-        waiting = {rid: w for rid, w in self._wanted.items() if rid not in self._tasks}
+        waiting = [rid for rid in self._wanted if rid not in self._tasks]
         if not waiting:
             return 0
-        records = {r.id: r for r in await self.store.queue_heads(list(waiting))}
+        records = {r.id: r for r in await self.store.queue_heads(waiting)}
         heads: dict[str, RunRecord] = {}
         for record in records.values():
             if record.status in ("queued", "running"):
@@ -254,16 +259,18 @@ class Worker:
                 if current is None or record.position < current.position:
                     heads[record.conversation_id] = record
         started = 0
-        for run_id, wanted in waiting.items():
+        for run_id in waiting:
             if started >= capacity:
                 break
             own = records.get(run_id)
-            if own is None or own.status not in ("queued",):
-                # Ended (cancelled), or another process runs it: its readers follow the store.
+            if own is None or own.status != "queued":
+                # Ended (cancelled), unknown, or another process runs it: its readers
+                # follow the store.
                 self._wanted.pop(run_id, None)
                 self._end_watches(run_id, "elsewhere")
+                self._check_settled()
                 continue
-            head = heads.get(wanted.conversation_id)
+            head = heads.get(own.conversation_id)
             if head is None or head.id in self._tasks:
                 continue  # our own execution of the run ahead will wake us when it ends
             if head.status == "queued" and head.id != run_id:
@@ -302,6 +309,7 @@ class Worker:
         for run_id in list(self._wanted):
             self._wanted.pop(run_id)
             self._end_watches(run_id, "elsewhere", exc)
+        self._check_settled()
 
     async def _pass(self) -> bool:
         """One look at the store; returns whether an execution started."""
@@ -379,6 +387,7 @@ class Worker:
             self.counts[ending] += 1
             self._end_watches(run_id, "elsewhere" if ending in ("lost", "released") else "here")
         self._wake.set()  # the next run of its conversation may be claimable now
+        self._check_settled()
 
     async def execute(
         self, run: RunRecord, lease: Lease, *, resumed: bool, sinks: list[Sink] | None = None
@@ -397,13 +406,16 @@ class Worker:
             resumed=resumed,
             breakers=self.breakers,
             on_pending=self._pending,
+            committed=self.committed,
         )
         if resumed:
             log.info("resuming run %s (epoch %d)", run.id, lease.epoch)
         self.live[run.id] = executor
         self._ensure_upkeep()
         try:
-            return await executor.execute()
+            ids = {"conversation_id": run.conversation_id, "trace_id": run.trace_id}
+            with bind_run_context(run.id, **ids):  # log lines name the run
+                return await executor.execute()
         finally:
             self.live.pop(run.id, None)
             self._dirty.pop(executor.emitter, None)
@@ -519,6 +531,13 @@ class Worker:
         """Stop claiming; give the runs executing here `grace` seconds to finish (None: as
         long as they need; `hurry` ends the wait), then hand the others back to the queue
         for another worker. Returns how many were handed back."""
+        if grace is None and (self._wanted or self._tasks):
+            # Without a limit, the runs callers here asked for are finished first (a
+            # `start()`ed run is executed even when the caller closes right away).
+            settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._settled.append(settled)
+            self._wake.set()
+            await settled
         self._closing = True
         self._wake.set()
         for run_id in list(self._wanted):

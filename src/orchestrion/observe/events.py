@@ -63,6 +63,9 @@ def run_span_id(run_id: str) -> str:
 Sink = Callable[[EventRecord], None]
 # A durable write of a run: its buffered events and its pending conversation state.
 Write = Callable[[list[EventRecord], str | None], Awaitable[T]]
+# Told of each batch of a run's events once the store committed it (in seq order, in the
+# process executing the run): the OpenTelemetry export. Must not raise or block.
+Committed = Callable[[list[EventRecord]], None]
 
 
 class RunEmitter:
@@ -80,8 +83,7 @@ class RunEmitter:
         # Called when something becomes pending (the upkeep then flushes it if it waits).
         self.on_pending: Callable[[RunEmitter], None] | None = None
         self.sinks: list[Sink] = []
-        # Called with every batch of events once committed (exporters, metrics).
-        self.committed: list[Callable[[list[EventRecord]], None]] = []
+        self.committed: list[Committed] = []
         # While the journal replays recorded steps, their events already exist: drop them.
         self.suppressed: Callable[[], bool] = lambda: False
         # The text chunk being gathered: its parts, its span, when it started.

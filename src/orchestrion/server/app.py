@@ -33,6 +33,7 @@ from orchestrion.engine.conversation import ConversationState
 from orchestrion.errors import ConversationBusy, NotFound
 from orchestrion.observe.events import new_id
 from orchestrion.observe.trace import Span
+from orchestrion.observe.traceparent import valid_traceparent
 from orchestrion.reading import InvalidCursor
 from orchestrion.runtime import Orchestrion
 from orchestrion.server.auth import KeyRing
@@ -374,6 +375,8 @@ class Api:
                 conversation=conversation.id,
                 tenant=tenant,
                 busy_policy=body.busy_policy,
+                # W3C: a valid traceparent joins the caller's trace, an invalid one is ignored
+                traceparent=valid_traceparent(request.headers.get("traceparent")),
             )
         except ConversationBusy:
             raise ApiError(
@@ -383,7 +386,7 @@ class Api:
             ) from None
         except NotFound:  # the conversation was purged meanwhile
             raise CONVERSATION_NOT_FOUND from None
-        await self.orx.start(run.id)
+        self.orx.start(run.id)
         headers = {"Location": f"/v1/runs/{run.id}", "X-Run-Id": run.id}
         if not body.stream:
             return JSONResponse(self.run_json(run), status_code=202, headers=headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ class ToolContext:
     _progress: Callable[[str, float | None], Awaitable[None]] | None = field(
         default=None, repr=False
     )
+    # The thread of a sync tool's latest attempt (it may outlive the attempt's timeout).
+    _thread: asyncio.Future[Any] | None = field(default=None, repr=False)
 
     def remaining(self) -> float | None:
         """Seconds left before the turn's deadline (None: unbounded)."""

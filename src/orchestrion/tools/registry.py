@@ -72,8 +72,20 @@ class Tool:
             kwargs[self.context_param] = ctx
         if self.is_async:
             return await self.fn(**kwargs)
-        # A sync tool runs in a thread so a slow one does not stall the event loop.
-        return await asyncio.to_thread(self.fn, **kwargs)
+        # A sync tool runs in a thread so a slow one does not stall the event loop. A
+        # thread cannot be stopped: an attempt that timed out (or was cancelled) keeps
+        # running, so a retry never starts a second execution beside it. It waits for the
+        # first one instead, and takes its result if it succeeded.
+        earlier = ctx._thread
+        if earlier is not None:
+            if not earlier.done():
+                return await asyncio.shield(earlier)
+            if not earlier.cancelled() and earlier.exception() is None:
+                return earlier.result()
+        loop = asyncio.get_running_loop()
+        thread = loop.run_in_executor(None, functools.partial(self.fn, **kwargs))
+        ctx._thread = thread
+        return await asyncio.shield(thread)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
