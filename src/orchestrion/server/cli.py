@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
+import socket
 import sys
 from typing import Any
 
@@ -10,6 +13,7 @@ import click
 
 from orchestrion.server.auth import (
     KEYS_ENV,
+    MIN_KEY_LENGTH,
     KeyConfigError,
     generate_key,
     parse_keys,
@@ -38,9 +42,10 @@ def load_keys(keys_file: str | None, insecure_dev_key: bool) -> dict[str, str]:
         return keys
     if not insecure_dev_key:
         raise click.ClickException(
-            f"no API keys: set {KEYS_ENV}='key1=tenantA,key2=tenantB' or give --keys-file "
-            "FILE (one key=tenant per line); for local development only, --insecure-dev-key "
-            "generates one"
+            f"no API keys: set {KEYS_ENV}='KEY=tenantA,KEY2=tenantB' with keys of at least "
+            f"{MIN_KEY_LENGTH} characters (e.g. {KEYS_ENV}=\"$(python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(24))')=tenantA\"), or give --keys-file FILE (one "
+            "key=tenant per line); for local development only, --insecure-dev-key generates one"
         )
     key = generate_key()
     click.echo(f"insecure development key (tenant 'default'): {key}", err=True)
@@ -53,7 +58,13 @@ def load_keys(keys_file: str | None, insecure_dev_key: bool) -> dict[str, str]:
 @click.option(
     "--app",
     metavar="MODULE:ATTR",
-    help="Your agents (an Agent or a list of them), besides the built-in demo agent.",
+    help="Your agents: an Agent or a list of them, as module:attribute or "
+    "path/to/file.py:attribute. Without --app the service runs the demo agent.",
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="With --app: serve the demo agent (support) too, to every tenant.",
 )
 @click.option(
     "--default-agent",
@@ -96,6 +107,7 @@ def serve(
     host: str,
     port: int,
     app: str | None,
+    demo: bool,
     default_agent: str | None,
     keys_file: str | None,
     insecure_dev_key: bool,
@@ -110,15 +122,13 @@ def serve(
     See docs/server.md."""
     import uvicorn
 
-    from orchestrion.cli import _load_app_agents
-    from orchestrion.demo.support import support_agent
+    from orchestrion.cli_common import agents_for
     from orchestrion.server.app import Limits, create_app
 
     keys = load_keys(keys_file, insecure_dev_key)
-    app_agents = _load_app_agents(app)
-    agents = [support_agent(), *app_agents]
-    if default_agent is None:
-        default_agent = app_agents[0].name if app_agents else agents[0].name
+    agents = agents_for(app, demo)
+    if default_agent is None:  # the first of the app's agents, else the demo agent
+        default_agent = agents[1 if app and demo else 0].name
     orx = settings.runtime(agents)
     try:
         asgi = create_app(
@@ -133,21 +143,46 @@ def serve(
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    # Fail on a bad store or a busy port with one line, before any banner.
+    asyncio.run(_check_store(settings))
+    sock = listen(host, port)
     click.echo(
-        f"orchestrion serving on http://{host}:{port} ({len(keys)} API key(s), "
-        f"agents: {', '.join(sorted(orx.agents))})",
+        f"orchestrion serving on http://{host}:{sock.getsockname()[1]} ({len(keys)} API "
+        f"key(s), agents: {', '.join(sorted(orx.agents))})",
         err=True,
     )
     config = uvicorn.Config(
         asgi,
-        host=host,
-        port=port,
         lifespan="on",
         timeout_graceful_shutdown=grace,
         log_level="info",
         server_header=False,
     )
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
         sys.exit(1)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, or a one-line error (port in use, no such address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {reason} (choose another with --port)"
+            if exc.errno == errno.EADDRINUSE
+            else f"cannot listen on {host}:{port}: {reason}"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _check_store(settings: Any) -> None:
+    async with settings.open_store():
+        pass
