@@ -206,6 +206,13 @@ async def _demo_turn(
                 click.secho(f"  !! {event.type} {event.attributes.get('reason', '')}", dim=True)
                 mid_line = False
         result = await orx.result(run_id)
+        # The live end event can arrive before the run's completion commits (PostgreSQL):
+        # report the durable status, which follows within moments.
+        for _ in range(3000):
+            if result.status not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.01)
+            result = await orx.result(run_id)
         if result.status != "succeeded":
             click.echo(("\n" if mid_line else "") + result.answer)
         click.echo("\n" if mid_line and result.status == "succeeded" else "")

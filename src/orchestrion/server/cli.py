@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from orchestrion.server.auth import (
+    KEY_HINT,
     KEYS_ENV,
-    MIN_KEY_LENGTH,
     KeyConfigError,
     generate_key,
     parse_keys,
@@ -42,10 +42,9 @@ def load_keys(keys_file: str | None, insecure_dev_key: bool) -> dict[str, str]:
         return keys
     if not insecure_dev_key:
         raise click.ClickException(
-            f"no API keys: set {KEYS_ENV}='KEY=tenantA,KEY2=tenantB' with keys of at least "
-            f"{MIN_KEY_LENGTH} characters (e.g. {KEYS_ENV}=\"$(python3 -c 'import secrets; "
-            "print(secrets.token_urlsafe(24))')=tenantA\"), or give --keys-file FILE (one "
-            "key=tenant per line); for local development only, --insecure-dev-key generates one"
+            f"no API keys: set {KEYS_ENV}='KEY=tenantA,KEY2=tenantB' (keys of {KEY_HINT}) "
+            "or give --keys-file FILE (one key=tenant per line); for local development "
+            "only, --insecure-dev-key generates one"
         )
     key = generate_key()
     click.echo(f"insecure development key (tenant 'default'): {key}", err=True)
@@ -125,11 +124,14 @@ def serve(
     from orchestrion.cli_common import agents_for
     from orchestrion.server.app import Limits, create_app
 
-    keys = load_keys(keys_file, insecure_dev_key)
     agents = agents_for(app, demo)
     if default_agent is None:  # the first of the app's agents, else the demo agent
         default_agent = agents[1 if app and demo else 0].name
     orx = settings.runtime(agents)
+    # A busy port or an unusable store fails here, in one line, before anything is printed.
+    sock = listen(host, port)
+    asyncio.run(_check_store(settings))
+    keys = load_keys(keys_file, insecure_dev_key)
     try:
         asgi = create_app(
             orx,
@@ -143,9 +145,6 @@ def serve(
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    # Fail on a bad store or a busy port with one line, before any banner.
-    asyncio.run(_check_store(settings))
-    sock = listen(host, port)
     click.echo(
         f"orchestrion serving on http://{host}:{sock.getsockname()[1]} ({len(keys)} API "
         f"key(s), agents: {', '.join(sorted(orx.agents))})",
@@ -173,12 +172,12 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise click.ClickException(
-            f"cannot listen on {host}:{port}: {reason} (choose another with --port)"
+        reason = (
+            "the port is in use (choose another with --port)"
             if exc.errno == errno.EADDRINUSE
-            else f"cannot listen on {host}:{port}: {reason}"
-        ) from None
+            else exc.strerror or str(exc)
+        )
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
     sock.set_inheritable(True)
     return sock
 
