@@ -7,7 +7,7 @@ import asyncio
 import importlib.util
 import inspect
 import json
-import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -23,6 +23,7 @@ from orchestrion.cli_common import (
     OrchestrionGroup,
     Settings,
     agents_for,
+    configure_logging,
     pass_settings,
 )
 from orchestrion.cli_common import run as _run
@@ -69,11 +70,7 @@ def main(
     Then `orchestrion runs`, `orchestrion show RUN`, `orchestrion history CONVERSATION`
     and `orchestrion trace ID` show what happened.
     """
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(verbose=verbose, debug=debug or bool(os.environ.get(DEBUG_ENV)))
     if store is not None and not store.strip():
         raise click.BadParameter(
             "is empty: give a store URL such as sqlite:///app.db", param_hint="--store"
@@ -208,11 +205,16 @@ async def _demo_turn(
         result = await orx.result(run_id)
         # The live end event can arrive before the run's completion commits (PostgreSQL):
         # report the durable status, which follows within moments.
-        for _ in range(3000):
+        for _ in range(200):
             if result.status not in ("queued", "running"):
                 break
             await asyncio.sleep(0.01)
             result = await orx.result(run_id)
+        else:
+            raise click.ClickException(
+                f"run {run_id} finished but its end was not recorded in the store (see the "
+                f"log above); `orchestrion show {run_id}` shows its state"
+            )
         if result.status != "succeeded":
             click.echo(("\n" if mid_line else "") + result.answer)
         click.echo("\n" if mid_line and result.status == "succeeded" else "")

@@ -4,8 +4,10 @@ turning failures into one line on stderr (a traceback only with `--debug`)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
+import sys
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -101,6 +103,30 @@ def _one_line(text: str) -> str:
     return "; ".join(lines)
 
 
+class OneLineLogFormatter(logging.Formatter):
+    """Log records on one line each: an exception logged with its traceback (a background
+    task that failed, a store that could not be synced) shows as `(Type: message)` unless
+    --debug asks for the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc_info, exc_text = record.exc_info, record.exc_text
+        record.exc_info = record.exc_text = None
+        try:
+            line = " ".join(super().format(record).split("\n"))
+        finally:
+            record.exc_info, record.exc_text = exc_info, exc_text
+        if exc_info and exc_info[1] is not None:
+            line += f" ({type(exc_info[1]).__name__}: {_one_line(str(exc_info[1]))})"
+        return line
+
+
+def configure_logging(*, verbose: bool, debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(asctime)s %(name)s %(levelname)s %(message)s"
+    handler.setFormatter(logging.Formatter(fmt) if debug else OneLineLogFormatter(fmt))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+
+
 class OrchestrionGroup(click.Group):
     """A click group whose subcommands never end in a traceback: every exception becomes
     `Error: ...` on stderr and exit code 1 (click's usage errors keep exit code 2), unless
@@ -119,9 +145,11 @@ class OrchestrionGroup(click.Group):
 
 __all__ = [
     "DEBUG_ENV",
+    "OneLineLogFormatter",
     "OrchestrionGroup",
     "Settings",
     "agents_for",
+    "configure_logging",
     "describe_error",
     "pass_settings",
     "run",
