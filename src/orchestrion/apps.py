@@ -49,7 +49,7 @@ def _agents_in(value: object) -> list[Agent]:
 
 
 def _is_path(target: str) -> bool:
-    return target.endswith(".py") or "/" in target or "\\" in target
+    return target.endswith(".py") or "/" in target or "\\" in target or Path(target).is_file()
 
 
 def _import_module(name: str) -> ModuleType:
