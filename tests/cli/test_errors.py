@@ -135,3 +135,26 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_an_unknown_benchmark_store_is_one_line(tmp_path: Path) -> None:
     proc = cli("--store", "mysql://h/db", "bench", "steps", "--quick", cwd=tmp_path, check=False)
     assert_clean_error(proc, "mysql://h/db", code=1)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ('{"faults": [{"fault": "nope"}]}', "faults[0].fault: unknown fault 'nope'"),
+        ('{"faults": [', "not valid JSON (line 1, column 13"),
+    ],
+)
+def test_a_bad_chaos_plan_is_one_line(tmp_path: Path, content: str, needle: str) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(content)
+    proc = cli("chaos", "serve", "--port", "0", "--plan", str(plan), check=False)
+    line = assert_clean_error(proc, needle, code=2)
+    assert line.startswith("Error: Invalid value for --plan: ")
+    assert "errors.pydantic.dev" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 3  # usage, hint, the error
+
+
+def test_chaos_serve_options_out_of_range(tmp_path: Path) -> None:
+    for args in (("--chunk-delay", "-1"), ("--port", "70000")):
+        proc = cli("chaos", "serve", *args, check=False)
+        assert_clean_error(proc, args[0], code=2)
