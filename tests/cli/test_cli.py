@@ -487,3 +487,29 @@ def test_every_listed_subcommand_has_help() -> None:
         assert "Options:" in help_text, command
         for option in SUBCOMMAND_OPTIONS.get(command, []):
             assert option in help_text, (command, option)
+
+
+def test_demo_on_the_generic_scripted_model_shows_the_happy_path(tmp_path: Path) -> None:
+    out = cli("demo", "--model", "scripted", store=tmp_path / "x.db").stdout
+    assert "  -> crm_lookup" in out
+    assert 'Done. The tool answered: {"customer_id":42,"found":true,"name":"Ada Lovelace"' in out
+    assert "gave up" not in out and "!!" not in out and "(error)" not in out
+    assert "· succeeded" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short enough", 70, "short enough"),
+        ("one two three four five six", 15, "one two three…"),
+        ('{"customer_id":42,"name":"Ada Lovelace","email":"ada@example.com"}', 45,
+         '{"customer_id":42,"name":"Ada Lovelace"…'),
+        ("averyveryverylongwordwithoutanybreaksatall", 20, "averyveryverylongwo…"),
+        ("lines\nare\njoined", 70, "lines are joined"),
+    ],
+)  # fmt: skip
+def test_payloads_are_cut_between_words(text: str, limit: int, expected: str) -> None:
+    from orchestrion.observe.trace import shorten
+
+    assert shorten(text, limit) == expected
+    assert len(shorten(text, limit)) <= limit
