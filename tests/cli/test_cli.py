@@ -459,7 +459,7 @@ SUBCOMMAND_OPTIONS = {
     "demo": ["--conversation", "--message", "--latency", "--outbox", "--json", "--no-trace"],
     "worker": ["--drain", "--concurrency", "--app", "--demo", "--grace"],
     "runs": ["--json", "--conversation", "--limit"],
-    "show": ["RUN", "--json"],
+    "show": ["ID", "--json"],
     "history": ["CONVERSATION", "--json", "--last"],
     "trace": ["ID", "--json"],
     "purge": ["--help"],

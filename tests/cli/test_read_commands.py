@@ -70,7 +70,7 @@ def test_empty_results_say_so(store: str, tmp_path: Path) -> None:
         (("history", "nope"), "no conversation 'nope'"),
         (("history", "nope", "--json"), "no conversation 'nope'"),
         (("runs", "--conversation", "nope"), "no conversation 'nope'"),
-        (("show", "run_nope"), "no run 'run_nope'"),
+        (("show", "run_nope"), "no run or conversation 'run_nope'"),
         (("trace", "nope"), "no run or conversation with id 'nope'"),
     ):
         proc = cli(*args, store=store, check=False)
@@ -152,9 +152,12 @@ def test_show_says_what_happened_to_a_run(seeded: Seeded) -> None:
     assert data["answer"] == fields["answer"] and data["tenant"] == "default"
 
 
-def test_show_of_a_conversation_id_points_to_history(seeded: Seeded) -> None:
-    proc = cli("show", "c07", store=seeded.store, check=False)
-    assert_clean_error(proc, "no run 'c07'", "orchestrion history c07", code=1)
+def test_show_of_a_conversation_shows_its_latest_run(seeded: Seeded) -> None:
+    newest = next(r for r in seeded.runs if r["conversation"] == "c07")
+    by_conversation = cli("show", "c07", store=seeded.store).stdout
+    assert by_conversation == cli("show", newest["id"], store=seeded.store).stdout
+    proc = cli("show", "c99", store=seeded.store, check=False)
+    assert_clean_error(proc, "no run or conversation 'c99'", code=1)
 
 
 def test_history_of_a_long_conversation(seeded: Seeded) -> None:

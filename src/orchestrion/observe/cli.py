@@ -118,26 +118,28 @@ def describe_run(r: RunRecord, steps: int, message: str | None) -> list[tuple[st
 
 
 @click.command()
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="The run as one JSON object.")
 @pass_settings
 def show(settings: Settings, run_id: str, as_json: bool) -> None:
-    """What happened to one run: status, answer or error, timings, conversation, agent
-    and how many steps it recorded (`orchestrion trace RUN` shows the steps)."""
+    """What happened to a run: status, answer or error, timings, conversation, agent and
+    how many steps it recorded (`orchestrion trace ID` shows the steps). ID is a run id,
+    or a conversation id for that conversation's latest run."""
 
     async def go() -> tuple[RunRecord, int]:
         async with settings.runtime(create=False) as orx:
             try:
                 record = await orx.store.get_run(run_id)
             except NotFound:
-                hint = ""
                 try:
                     await orx.store.get_conversation(run_id)
-                    hint = f" ({run_id} is a conversation: try `orchestrion history {run_id}`)"
                 except NotFound:
-                    pass
-                raise NotFound(f"no run {run_id!r} in this store{hint}") from None
-            return record, len(await orx.store.load_steps(run_id))
+                    raise NotFound(f"no run or conversation {run_id!r} in this store") from None
+                latest = await orx.store.list_runs(conversation_id=run_id, limit=1)
+                if not latest:
+                    raise NotFound(f"conversation {run_id!r} has no runs yet") from None
+                record = latest[0]
+            return record, len(await orx.store.load_steps(record.id))
 
     record, steps = run(go())
     message = (record.input.get("message") or {}).get("content")
