@@ -26,8 +26,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from orchestrion.engine.journal import Journal, StepInfo
 from orchestrion.observe.events import RunEmitter, new_trace_id, run_span_id
-from orchestrion.store.base import EventRecord, Store
 from orchestrion.store import open_store
+from orchestrion.store.base import EventRecord, Store
 from orchestrion.store.sqlite import SQLiteStore
 
 STEPS_PER_DEMO_TURN = 6
@@ -160,7 +160,11 @@ def _pg_url(url: str, schema: str) -> str:
 def _pg_drop(conninfo: str, schema: str) -> None:
     import psycopg
 
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True)
+    except psycopg.OperationalError:
+        return  # the server cannot be reached: nothing was created there either
+    with conn:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = %s AND pid <> pg_backend_pid()",

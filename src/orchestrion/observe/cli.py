@@ -111,8 +111,8 @@ def describe_run(r: RunRecord, steps: int, message: str | None) -> list[tuple[st
         lines.append(("finished", f"{format_time(r.finished_at)} (took {took})"))
     elif r.status == "running" and r.lease_expires_at is not None:
         lines.append(("owner", f"{r.owner}, lease until {format_time(r.lease_expires_at)}"))
-    claims = "claimed once" if r.epoch == 1 else f"claimed {r.epoch} times (resumed or handed back)"
-    lines.append(("epoch", f"{r.epoch} ({claims})" if r.epoch else "0 (never claimed)"))
+    claims = "claimed once" if r.epoch == 1 else f"claimed {r.epoch} times: resumed or handed back"
+    lines.append(("epoch", f"{r.epoch} ({claims})" if r.epoch else "0 (not claimed yet)"))
     lines.append(("steps", f"{steps} recorded"))
     return lines
 
