@@ -7,17 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.store.pg import fresh_schema, store_url
+from tests.store.pg import any_store_url
 
 BACKENDS = ["sqlite", "postgresql"]
 
 
 def _store(backend: str, folder: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{folder / 'x.db'}"
-    else:
-        with fresh_schema("cli") as schema:
-            yield store_url(schema)
+    with any_store_url(backend, folder) as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 
 from orchestrion.server.auth import parse_keys
 from tests.cli.helpers import ORCHESTRION, assert_clean_error, cli, env
-from tests.server.helpers import wait_for
+from tests.server.test_serve_cli import stop, up
 
 KEY = "a-key-for-the-serve-tests-0123"
 GREETER = """\
@@ -85,22 +84,12 @@ def _serve(store: str, cwd: Path, *args: str) -> tuple[subprocess.Popen[str], st
         env=_keys_env(),
     )
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(healthy, what="the server answers /health", pause=0.05)
+    up(proc, url)
     return proc, url
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=60)
-    return err
+    return stop(proc)[1]
 
 
 @pytest.mark.parametrize("demo", [False, True])

@@ -14,16 +14,13 @@ from orchestrion import Agent, Orchestrion, ScriptedModel
 from orchestrion.chaos.testing import running_chaos_server
 from orchestrion.models.openai import OpenAIModel
 from orchestrion.models.resolve import ModelConfigError
-from tests.store.pg import fresh_schema, store_url
+from tests.store.pg import any_store_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'x.db'}"
-    else:
-        with fresh_schema("agentspec") as schema:
-            yield store_url(schema)
+    with any_store_url(request.param, tmp_path) as url:
+        yield url
 
 
 def test_a_spec_string_becomes_a_model(monkeypatch: pytest.MonkeyPatch) -> None:

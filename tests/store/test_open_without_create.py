@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pg import fresh_schema, sql, store_url
+from pg import any_store_url, sql
 
 from orchestrion.errors import NoStore, StoreError
 from orchestrion.store import open_store
@@ -15,11 +15,8 @@ from orchestrion.store import open_store
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'x.db'}"
-    else:
-        with fresh_schema("nocreate") as schema:
-            yield store_url(schema)
+    with any_store_url(request.param, tmp_path) as found:
+        yield found
 
 
 def _exists(url: str) -> bool:
