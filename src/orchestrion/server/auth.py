@@ -33,7 +33,7 @@ def _parse_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
         if not sep or not key or not tenant:
             raise KeyConfigError(f"{where}: expected key=tenant")
         if len(key) < MIN_KEY_LENGTH:
-            raise KeyConfigError(f"{where}: a key is too short: use {KEY_HINT}")
+            raise KeyConfigError(f"{where}: a key needs {KEY_HINT}")
         if any(c.isspace() or not c.isprintable() for c in key):
             raise KeyConfigError(f"{where}: a key cannot contain spaces or control characters")
         if key in keys:
