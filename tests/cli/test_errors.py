@@ -7,6 +7,7 @@ from __future__ import annotations
 import resource
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,25 @@ def test_chaos_serve_options_out_of_range(tmp_path: Path) -> None:
     for args in (("--chunk-delay", "-1"), ("--port", "70000")):
         proc = cli("chaos", "serve", *args, check=False)
         assert_clean_error(proc, args[0], code=2)
+
+
+def test_error_descriptions_are_one_line() -> None:
+    import logging
+
+    from orchestrion.cli_common import OneLineLogFormatter, describe_error
+    from orchestrion.errors import StoreError
+
+    two_lines = StoreError("x.db: disk full\nsecond line")
+    assert describe_error(two_lines) == "x.db: disk full; second line"
+    assert describe_error(ExceptionGroup("tasks", [StoreError("gone")])) == "gone"
+    full = OSError(28, "No space left on device", "/data/x.db")
+    assert describe_error(full) == "No space left on device: /data/x.db"
+    bug = describe_error(KeyError("k"))
+    assert bug.startswith("unexpected KeyError: 'k'") and "--debug" in bug
+    try:
+        raise RuntimeError("boom\ndetail")
+    except RuntimeError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "task\nfailed", (), None)
+        record.exc_info = sys.exc_info()
+    line = OneLineLogFormatter("%(levelname)s %(message)s").format(record)
+    assert line == "ERROR task failed (RuntimeError: boom; detail)"
