@@ -200,7 +200,8 @@ async def _demo_turn(
             ):
                 if mid_line:
                     click.echo("")
-                click.secho(f"  !! {event.type} {event.attributes.get('reason', '')}", dim=True)
+                reason = shorten(event.attributes.get("reason", ""), 100)
+                click.secho(f"  !! {event.type} {reason}", dim=True)
                 mid_line = False
         result = await orx.result(run_id)
         # The live end event can arrive before the run's completion commits (PostgreSQL):
