@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from orchestrion.engine.journal import Journal, StepInfo
 from orchestrion.observe.events import RunEmitter, new_trace_id, run_span_id
+from orchestrion.store import open_store
 from orchestrion.store.base import EventRecord, Store
 from orchestrion.store.sqlite import SQLiteStore
 
@@ -105,11 +106,17 @@ def _raw_commit(path: Path, synchronous: str, commits: int) -> float:
 def run(quick: bool = False, store: str | None = None) -> dict[str, Any]:
     if store is not None and store.startswith(("postgresql://", "postgres://")):
         return run_postgres(store, quick=quick)
-    if store is not None and not store.startswith("sqlite:"):
-        raise ValueError(f"bench steps measures sqlite (default) or postgresql://, not {store!r}")
+    near = None  # SQLite: throwaway files in the folder of the given store (its disk)
+    if store is not None:
+        sqlite_store = open_store(store)  # refuses a malformed URL
+        if not isinstance(sqlite_store, SQLiteStore):
+            raise ValueError(f"bench steps measures sqlite or postgresql://, not {store!r}")
+        near = sqlite_store.path.resolve().parent
+        if not near.is_dir():
+            raise ValueError(f"bench steps: folder {near} of {store} does not exist")
     steps = 50 if quick else 2000
     repeats = 1 if quick else 3
-    with tempfile.TemporaryDirectory(prefix="orchestrion-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="orchestrion-bench-", dir=near) as folder:
         base = Path(folder)
         results: dict[str, Any] = {"steps_per_run": steps, "repeats": repeats}
         for durability, sync in (("normal", "NORMAL"), ("full", "FULL")):
@@ -124,7 +131,8 @@ def run(quick: bool = False, store: str | None = None) -> dict[str, Any]:
             results[f"raw_commit_us_{durability}"] = round(raw_us, 1)
             results[f"ratio_{durability}"] = round(step_us / raw_us, 2)
     lines = [
-        f"durable steps: runs of {steps} no-op steps, best of {repeats}, in one process",
+        f"durable steps: runs of {steps} no-op steps, best of {repeats}, in one process, "
+        f"in temporary SQLite files in {near or tempfile.gettempdir()}",
         f"{'durability':12} {'step (µs)':>10} {'raw WAL commit (µs)':>20} {'ratio':>7}",
     ]
     for durability in ("normal", "full"):
@@ -152,7 +160,11 @@ def _pg_url(url: str, schema: str) -> str:
 def _pg_drop(conninfo: str, schema: str) -> None:
     import psycopg
 
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True)
+    except psycopg.OperationalError:
+        return  # the server cannot be reached: nothing was created there either
+    with conn:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = %s AND pid <> pg_backend_pid()",

@@ -6,8 +6,7 @@ from orchestrion import Agent, Orchestrion, ScriptedModel, ToolContext, call, re
 @tool(effect="write")
 async def send_email(to: str, body: str, ctx: ToolContext) -> str:
     """Send an email (once, even if the turn is retried or resumed after a crash)."""
-    first_time = await ctx.record_effect("email", {"to": to, "body": body})
-    return "sent" if first_time else "already sent"
+    return "sent" if await ctx.record_effect("email", {"to": to, "body": body}) else "already sent"
 
 
 model = ScriptedModel([  # an offline model; use resolve_model("openai:gpt-4o-mini") for real
@@ -19,10 +18,12 @@ agent = Agent("mailer", model=model, tools=[send_email])
 
 async def main() -> None:
     async with Orchestrion("sqlite:///quickstart.db", agents=[agent]) as orx:
-        async for event in orx.stream("mailer", "Email Ada, please.", conversation="demo-1"):
-            if event.type == "text.delta":
-                print(event.attributes["text"], end="", flush=True)
-        print("\n" + render_text(await orx.trace(event.run_id)))
+        await orx.work(drain=True)  # finish a turn that a killed run of this script left
+        if not await orx.store.list_runs(conversation_id="demo-1"):  # one turn, however often
+            async for event in orx.stream("mailer", "Email Ada, please.", conversation="demo-1"):
+                if event.type == "text.delta":
+                    print(event.attributes["text"], end="", flush=True)
+        print("\n" + render_text(await orx.trace("demo-1")))
 
 
 asyncio.run(main())

@@ -1,82 +1,48 @@
-"""The `orchestrion` command: demo, worker, runs, trace, purge, bench."""
+"""The `orchestrion` command: demo, worker, purge, bench, and the commands that live with
+their concern (runs/show/history/trace, breakers, serve, chaos)."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import importlib.util
+import inspect
 import json
-import logging
+import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from orchestrion.chaos.cli import chaos
+from orchestrion.cli_common import (
+    DEBUG_ENV,
+    OrchestrionGroup,
+    Settings,
+    agents_for,
+    configure_logging,
+    pass_settings,
+)
+from orchestrion.cli_common import run as _run
 from orchestrion.engine.agent import Agent
 from orchestrion.errors import OrchestrionError
-from orchestrion.observe.logs import configure_logging
-from orchestrion.observe.trace import render_text
+from orchestrion.observe.cli import history, runs, show, trace
+from orchestrion.observe.trace import render_text, shorten
 from orchestrion.resilience.cli import breakers
-from orchestrion.runtime import Orchestrion
 from orchestrion.server.cli import serve
 from orchestrion.store import default_store_url
 
-T = TypeVar("T")
 
-
-def _run(coro: Awaitable[T]) -> T:
-    try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    except OrchestrionError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _load_app_agents(spec: str | None) -> list[Agent]:
-    """`module:attribute` naming an Agent, or a list/tuple of them."""
-    if not spec:
-        return []
-    module_name, _, attribute = spec.partition(":")
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules of this folder import
-    if not attribute:
-        raise click.BadParameter(
-            "expected module:attribute, e.g. myapp.agents:support", param_hint="--app"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(
-            f"cannot import {module_name!r}: {exc}", param_hint="--app"
-        ) from None
-    value = getattr(module, attribute, None)
-    agents = value if isinstance(value, list | tuple) else [value]
-    if not agents or not all(isinstance(a, Agent) for a in agents):
-        raise click.BadParameter(f"{spec} is not an Agent or a list of Agents", param_hint="--app")
-    return list(agents)
-
-
-class Settings:
-    def __init__(self, store: str, durability: str) -> None:
-        self.store = store
-        self.durability = durability
-
-    def runtime(self, agents: list[Agent] | None = None) -> Orchestrion:
-        return Orchestrion(self.store, agents=agents or [], durability=self.durability)  # type: ignore[arg-type]
-
-
-pass_settings = click.make_pass_decorator(Settings)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OrchestrionGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--store",
     default=None,
     metavar="URL",
-    help="Where runs live. Default: $ORCHESTRION_STORE, else sqlite:///orchestrion.db "
-    "(a file in the current folder).",
+    help="Where runs live: sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+    "postgresql://user@host:port/db?schema=NAME. Default: $ORCHESTRION_STORE, else "
+    "sqlite:///orchestrion.db (a file in the current folder).",
 )
 @click.option(
     "--durability",
@@ -87,6 +53,11 @@ pass_settings = click.make_pass_decorator(Settings)
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log what the engine does to stderr.")
 @click.option(
+    "--debug",
+    is_flag=True,
+    help=f"Show the Python traceback of an error instead of one line (also: ${DEBUG_ENV}=1).",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -96,38 +67,59 @@ pass_settings = click.make_pass_decorator(Settings)
 @click.version_option(package_name="orchestrion")
 @click.pass_context
 def main(
-    ctx: click.Context, store: str | None, durability: str, verbose: bool, log_format: str
+    ctx: click.Context,
+    store: str | None,
+    durability: str,
+    verbose: bool,
+    debug: bool,
+    log_format: str,
 ) -> None:
     """orchestrion: durable, observable orchestration for LLM agents.
 
     Start with `orchestrion demo`: an offline customer-support agent whose every step is
     journaled in a SQLite file, so a crashed turn resumes without repeating its emails.
+    Then `orchestrion runs`, `orchestrion show RUN`, `orchestrion history CONVERSATION`
+    and `orchestrion trace ID` show what happened.
     """
-    level = logging.INFO if verbose else logging.WARNING
-    if log_format == "json":
-        configure_logging("json", level=level)
-    else:
-        logging.basicConfig(
-            level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-        )
+    configure_logging(
+        verbose=verbose, debug=debug or bool(os.environ.get(DEBUG_ENV)), log_format=log_format
+    )
     if store is not None and not store.strip():
         raise click.BadParameter(
             "is empty: give a store URL such as sqlite:///app.db", param_hint="--store"
         )
-    ctx.obj = Settings(store or default_store_url(), durability)
+    ctx.obj = Settings(
+        store or default_store_url(), durability, store_given=store is not None, debug=debug
+    )
 
 
 # ---- demo ----------------------------------------------------------------------------------
 
+TURN_OPTIONS = ("conversation", "message", "latency", "no_trace", "model_spec")
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source != click.core.ParameterSource.DEFAULT
+
+
+def _not_blank(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty: give some text")
+    return value
+
 
 @main.command()
 @click.option(
-    "--conversation", metavar="ID", help="Continue this conversation (new one if omitted)."
+    "--conversation",
+    metavar="ID",
+    callback=_not_blank,
+    help="Continue this conversation (new one if omitted).",
 )
-@click.option("--message", metavar="TEXT", help="What the customer says.")
+@click.option("--message", metavar="TEXT", callback=_not_blank, help="What the customer says.")
 @click.option(
     "--latency",
-    type=float,
+    type=click.FloatRange(0, 60),
     default=0.0,
     show_default=True,
     metavar="SECONDS",
@@ -148,11 +140,12 @@ def main(
     metavar="SPEC",
     help="Run the demo agent on a real model instead of the scripted one: openai:MODEL "
     "(OPENAI_API_KEY, OPENAI_BASE_URL) or anthropic:MODEL (ANTHROPIC_API_KEY, "
-    "ANTHROPIC_BASE_URL). Default: the offline scripted model.",
+    "ANTHROPIC_BASE_URL); scripted[:SCRIPT] is the chaos server's generic script. "
+    "Default: the demo's own offline scripted model.",
 )
-@pass_settings
+@click.pass_context
 def demo(
-    settings: Settings,
+    ctx: click.Context,
     conversation: str | None,
     message: str | None,
     latency: float,
@@ -168,16 +161,26 @@ def demo(
     """
     from orchestrion.demo.support import DEFAULT_MESSAGE, support_agent
 
+    settings: Settings = ctx.obj
     if outbox:
+        given = [f"--{n.removesuffix('_spec').replace('_', '-')}" for n in TURN_OPTIONS
+                 if _given(ctx, n)]
+        if given:
+            raise click.UsageError(
+                f"--outbox lists the recorded side effects and runs no turn: drop "
+                f"{', '.join(given)}"
+            )
         _run(_print_outbox(settings, as_json))
         return
+    if as_json:
+        raise click.UsageError("--json applies to --outbox only (a turn streams as text)")
     model = None
     if model_spec:
         from orchestrion.models.resolve import resolve_model
 
         try:
             model = resolve_model(model_spec)
-        except OrchestrionError as exc:
+        except (OrchestrionError, ValueError, ImportError, AttributeError) as exc:
             raise click.BadParameter(str(exc), param_hint="--model") from None
     agent = support_agent(latency=latency, model=model)
     status = _run(
@@ -210,9 +213,22 @@ async def _demo_turn(
             ):
                 if mid_line:
                     click.echo("")
-                click.secho(f"  !! {event.type} {event.attributes.get('reason', '')}", dim=True)
+                reason = shorten(event.attributes.get("reason", ""), 100)
+                click.secho(f"  !! {event.type} {reason}", dim=True)
                 mid_line = False
         result = await orx.result(run_id)
+        # The live end event can arrive before the run's completion commits (PostgreSQL):
+        # report the durable status, which follows within moments.
+        for _ in range(200):
+            if result.status not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.01)
+            result = await orx.result(run_id)
+        else:
+            raise click.ClickException(
+                f"run {run_id} finished but its end was not recorded in the store (see the "
+                f"log above); `orchestrion show {run_id}` shows its state"
+            )
         if result.status != "succeeded":
             click.echo(("\n" if mid_line else "") + result.answer)
         click.echo("\n" if mid_line and result.status == "succeeded" else "")
@@ -227,7 +243,7 @@ async def _demo_turn(
 
 
 async def _print_outbox(settings: Settings, as_json: bool) -> None:
-    async with settings.runtime() as orx:
+    async with settings.runtime(create=False) as orx:
         effects = await orx.store.list_effects()
     for e in effects:
         row = {
@@ -243,7 +259,7 @@ async def _print_outbox(settings: Settings, as_json: bool) -> None:
         else:
             click.echo(
                 f"{e.kind:8} {e.idempotency_key:30} {e.conversation_id:22} "
-                f"{json.dumps(e.payload)[:80]}"
+                f"{shorten(json.dumps(e.payload), 80)}"
             )
     if not effects and not as_json:
         click.echo("no side effects recorded yet (run `orchestrion demo` first)")
@@ -264,8 +280,10 @@ async def _print_outbox(settings: Settings, as_json: bool) -> None:
 @click.option(
     "--app",
     metavar="MODULE:ATTR",
-    help="Your agents (an Agent or a list of them), besides the built-in demo agent.",
+    help="Your agents: an Agent or a list of them, as module:attribute or "
+    "path/to/file.py:attribute. Without --app the worker runs the demo agent.",
 )
+@click.option("--demo", is_flag=True, help="With --app: run the demo agent (support) too.")
 @click.option(
     "--grace",
     type=click.FloatRange(0),
@@ -277,7 +295,7 @@ async def _print_outbox(settings: Settings, as_json: bool) -> None:
 )
 @pass_settings
 def worker(
-    settings: Settings, drain: bool, concurrency: int, app: str | None, grace: float
+    settings: Settings, drain: bool, concurrency: int, app: str | None, demo: bool, grace: float
 ) -> None:
     """Execute queued runs and resume orphaned ones (whose owner died or lease expired).
 
@@ -285,9 +303,7 @@ def worker(
     import contextlib
     import signal
 
-    from orchestrion.demo.support import support_agent
-
-    agents = [support_agent(), *_load_app_agents(app)]
+    agents = agents_for(app, demo)
     stopped_by: list[str] = []
 
     async def work() -> int:
@@ -328,62 +344,25 @@ def worker(
         return
     if drain:
         click.echo(f"drained: executed {count} run(s)")
+        waiting = _run(_runs_of_unknown_agents(settings, {a.name for a in agents}))
+        if waiting:
+            listed = ", ".join(f"{name!r} in {n}" for name, n in sorted(waiting.items()))
+            raise click.ClickException(
+                f"{sum(waiting.values())} conversation(s) wait for runs of agents this worker "
+                f"does not know ({listed}): run a worker whose --app defines them"
+            )
 
 
-# ---- runs / trace / purge ------------------------------------------------------------------
+async def _runs_of_unknown_agents(settings: Settings, known: set[str]) -> Counter[str]:
+    """Conversations with queued runs of an agent not in `known`, by agent."""
+    async with settings.open_store() as store:
+        queued = await store.list_runs(status="queued", limit=10_000)
+    return Counter(
+        agent for agent, _ in {(r.agent, r.conversation_id) for r in queued if r.agent not in known}
+    )
 
 
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--conversation", metavar="ID", help="Only this conversation's runs.")
-@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
-@pass_settings
-def runs(settings: Settings, as_json: bool, conversation: str | None, limit: int) -> None:
-    """List runs, newest first."""
-
-    async def go() -> None:
-        async with settings.runtime() as orx:
-            records = await orx.store.list_runs(conversation_id=conversation, limit=limit)
-        for r in records:
-            row = {
-                "id": r.id,
-                "conversation": r.conversation_id,
-                "status": r.status,
-                "agent": r.agent,
-                "epoch": r.epoch,
-                "created_at": r.created_at,
-                "finished_at": r.finished_at,
-                "error": r.error,
-            }
-            if as_json:
-                click.echo(json.dumps(row))
-            else:
-                click.echo(
-                    f"{r.id}  {r.conversation_id}  {r.status:9}  {r.agent}"
-                    + (f"  {r.error['type']}" if r.error else "")
-                )
-
-    _run(go())
-
-
-@main.command()
-@click.argument("id")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per span.")
-@pass_settings
-def trace(settings: Settings, id: str, as_json: bool) -> None:
-    """Print the span tree of a run, or of every run of a conversation."""
-
-    async def go() -> None:
-        async with settings.runtime() as orx:
-            roots = await orx.trace(id)
-        if as_json:
-            for root in roots:
-                for span in root.walk():
-                    click.echo(json.dumps(span.to_json()))
-        else:
-            click.echo(render_text(roots))
-
-    _run(go())
+# ---- purge ---------------------------------------------------------------------------------
 
 
 @main.command()
@@ -392,7 +371,7 @@ def purge(settings: Settings) -> None:
     """Delete conversations past their TTL, with their runs, steps, events and effects."""
 
     async def go() -> None:
-        async with settings.runtime() as orx:
+        async with settings.runtime(create=False) as orx:
             report = await orx.purge()
         click.echo(
             f"purged {report.conversations} conversation(s), {report.runs} run(s), "
@@ -423,13 +402,23 @@ def _bench_dir() -> Path:
     "--store",
     "bench_store",
     metavar="URL",
-    help="Benchmarks that support it (steps) measure this store instead of a temporary "
-    "SQLite file, e.g. postgresql://user@host:5432/db (in throwaway schemas).",
+    help="The same as the global --store (`orchestrion --store URL bench steps`).",
 )
-def bench(name: str, quick: bool, as_json: bool, bench_store: str | None) -> None:
-    """Run a benchmark from bench/ (steps, resilience, arguments, providers, ...).
+@pass_settings
+def bench(
+    settings: Settings, name: str, quick: bool, as_json: bool, bench_store: str | None
+) -> None:
+    """Run a benchmark from bench/ (steps, resilience, arguments, providers, streaming).
 
-    Each prints its numbers next to a baseline measured in the same run."""
+    Each prints its numbers next to a baseline measured in the same run. Benchmarks that
+    measure a store (steps) use the --store given on the command line, in throwaway
+    schemas (PostgreSQL) or files next to it (SQLite); without --store, temporary SQLite
+    files. $ORCHESTRION_STORE is not used: a benchmark never writes into your store by
+    accident."""
+    store = settings.store if settings.store_given else None
+    if bench_store is not None and store is not None and bench_store != store:
+        raise click.UsageError("--store is given twice with different URLs: give it once")
+    store = bench_store or store
     folder = _bench_dir()
     path = folder / f"{name}.py"
     if not path.is_file():
@@ -441,20 +430,18 @@ def bench(name: str, quick: bool, as_json: bool, bench_store: str | None) -> Non
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    run: Callable[..., dict[str, Any]] = module.run
-    if bench_store is not None:
-        import inspect
-
-        if "store" not in inspect.signature(run).parameters:
-            raise click.BadParameter(
-                f"benchmark {name!r} has no store option", param_hint="--store"
-            )
-        try:
-            result = run(quick=quick, store=bench_store)
-        except (OrchestrionError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
+    benchmark: Callable[..., dict[str, Any]] = module.run
+    if store is None:
+        result = benchmark(quick=quick)
+    elif "store" not in inspect.signature(benchmark).parameters:
+        raise click.BadParameter(
+            f"benchmark {name!r} measures no store: drop --store", param_hint="--store"
+        )
     else:
-        result = run(quick=quick)
+        try:
+            result = benchmark(quick=quick, store=store)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps({k: v for k, v in result.items() if k != "lines"}, indent=2))
     else:
@@ -462,6 +449,5 @@ def bench(name: str, quick: bool, as_json: bool, bench_store: str | None) -> Non
 
 
 # Commands that live with their concern join the group here.
-main.add_command(chaos)
-main.add_command(breakers)
-main.add_command(serve)
+for command in (runs, show, history, trace, breakers, serve, chaos):
+    main.add_command(command)

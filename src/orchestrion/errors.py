@@ -16,6 +16,11 @@ class StoreError(OrchestrionError):
     """The store cannot be used (bad URL, unreachable, corrupt)."""
 
 
+class NoStore(StoreError):
+    """Nothing is stored at the given place, and the caller asked not to create a store
+    there (read-only commands never create one)."""
+
+
 class NotAnOrchestrionStore(StoreError):
     """The file or database exists but does not hold an orchestrion store. It is left untouched."""
 

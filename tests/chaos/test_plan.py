@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from orchestrion.chaos.plan import (
     FAULTS,
@@ -12,6 +11,7 @@ from orchestrion.chaos.plan import (
     PRESETS,
     FaultPlan,
     FaultRule,
+    PlanError,
     choose,
     parse_fault_header,
     preset,
@@ -83,10 +83,16 @@ def test_fault_header_parsing() -> None:
     rule = parse_fault_header("rate_limit; retry_after=2.5; retry_after_format=date")
     assert rule == FaultRule(fault="rate_limit", retry_after=2.5, retry_after_format="date")
     assert parse_fault_header("none") is None
-    with pytest.raises(ValidationError):
+    with pytest.raises(PlanError, match=r"^fault: unknown fault 'explode' \(`orchestrion chaos"):
         parse_fault_header("explode")
-    with pytest.raises(ValueError):
+    with pytest.raises(PlanError, match="expected key=value, got 'retry_after'"):
         parse_fault_header("rate_limit; retry_after")
+    with pytest.raises(PlanError) as raised:
+        parse_fault_header("rate_limit; retry_after=soon; colour=red")
+    assert str(raised.value) == (
+        "retry_after: input should be a valid number, unable to parse string as a number "
+        "(got 'soon'); colour: unknown field"
+    )
 
 
 def test_plan_files_json_and_toml(tmp_path: Path) -> None:
@@ -97,8 +103,36 @@ def test_plan_files_json_and_toml(tmp_path: Path) -> None:
     )
     assert FaultPlan.load(tmp_path / "p.json") == FaultPlan.load(tmp_path / "p.toml")
     (tmp_path / "bad.json").write_text(json.dumps({"faults": [{"fault": "x"}]}))
-    with pytest.raises(ValidationError):
+    with pytest.raises(PlanError):
         FaultPlan.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "rules.json",
+            '{"faults": [{"fault": "nope", "probability": 2}], "sed": 1}',
+            "rules.json: faults[0].fault: unknown fault 'nope' (`orchestrion chaos faults` "
+            "lists them); faults[0].probability: input should be less than or equal to 1 "
+            "(got 2); sed: unknown field",
+        ),
+        ("cut.json", '{"faults": [', "cut.json: not valid JSON (line 1, column 13: Expecting"),
+        ("cut.toml", "faults = [\n", "cut.toml: not valid TOML (Invalid value"),
+        ("rule.toml", "[[faults]]\nevery = 2\n", "rule.toml: faults[0].fault: required"),
+        ("latin1.json", "\udcff", "cannot read"),
+    ],
+)
+def test_plan_file_errors_are_one_line(
+    tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with pytest.raises(PlanError) as raised:
+        FaultPlan.load(path)
+    text = str(raised.value)
+    assert "\n" not in text and "errors.pydantic.dev" not in text
+    assert message in text
 
 
 def test_presets_are_valid_and_cover_every_fault() -> None:
@@ -156,3 +190,15 @@ def test_load_script_by_name_or_path() -> None:
     assert callable(load_script("orchestrion.chaos.scripts:text_script"))
     with pytest.raises(ValueError, match="unknown script"):
         load_script("nope")
+
+
+def test_default_script_asks_about_the_numbers_the_user_gave() -> None:
+    tool = ToolSpec(
+        name="crm_lookup",
+        parameters={"type": "object", "properties": {"customer_id": {"type": "integer"}}},
+    )
+    said = Message.user("Hi, I'm customer 42. Move me to Friday 10:00.")
+    reply = default_script(ModelRequest(messages=(said,), tools=(tool,)))
+    assert json.loads(reply.calls[0].arguments) == {"customer_id": 42}
+    vague = default_script(ModelRequest(messages=(Message.user("hello"),), tools=(tool,)))
+    assert json.loads(vague.calls[0].arguments) == {"customer_id": 1}

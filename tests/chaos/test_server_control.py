@@ -46,7 +46,10 @@ def test_header_overrides_the_plan_and_bad_headers_are_400() -> None:
         assert post(url, {"x-chaos-fault": "none"}).status_code == 200
         assert post(url, {"x-chaos-fault": "unavailable"}).status_code == 503
         bad = post(url, {"x-chaos-fault": "meteor"})
-        assert bad.status_code == 400 and "x-chaos-fault" in bad.json()["error"]["message"]
+        assert bad.status_code == 400 and bad.json()["error"]["message"] == (
+            "bad x-chaos-fault header: fault: unknown fault 'meteor' "
+            "(`orchestrion chaos faults` lists them)"
+        )
         log = chaos_log(url)
         assert [e["source"] for e in log["entries"]] == ["plan", "header", "header"]
         assert log["calls"] == 3  # the refused request is not a call
@@ -61,6 +64,15 @@ def test_plan_can_be_replaced_at_runtime() -> None:
         assert httpx.get(f"{url}/chaos/plan").json()["faults"][0]["fault"] == "overloaded"
         refused = httpx.put(f"{url}/chaos/plan", content=b'{"faults": [{"fault": "nope"}]}')
         assert refused.status_code == 400
+        assert refused.json() == {
+            "error": "invalid plan: faults[0].fault: unknown fault 'nope' "
+            "(`orchestrion chaos faults` lists them)"
+        }
+        broken = httpx.put(f"{url}/chaos/plan", content=b'{"faults": [')
+        assert broken.status_code == 400
+        message = broken.json()["error"]
+        assert message.startswith("invalid plan: ") and "\n" not in message
+        assert "errors.pydantic.dev" not in message
 
 
 def test_same_seed_same_faults_over_http() -> None:

@@ -1,24 +1,28 @@
-"""The `orchestrion` console script, run for real as a subprocess against SQLite files.
+"""The `orchestrion` console script, run for real as a subprocess, on SQLite and PostgreSQL.
 
-One store (two demo turns on one conversation, plus an unknown-customer turn on another)
-is shared by the read-only checks: runs, outbox, trace, purge-with-nothing-expired.
+One store per backend (two demo turns on one conversation, plus an unknown-customer turn on
+another) is shared by the read-only checks: runs, outbox, trace, purge-with-nothing-expired.
+Checks about SQLite files (a text file, a folder) run on SQLite only.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
 
-ORCHESTRION = Path(sys.executable).parent / "orchestrion"
-REPO = Path(__file__).resolve().parents[2]
+from tests.cli.helpers import (
+    REPO,
+    assert_clean_error,
+    cli,
+    env,
+    json_lines,
+    run_id_from_demo,
+    run_python,
+)
 
 CONV = "conv-cli"
 OTHER_CONV = "conv-unknown"
@@ -43,76 +47,20 @@ SPAN_KEYS = {
 }
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRION_STORE"}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def cli(
-    *args: str,
-    store: Path | None = None,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    argv = [str(ORCHESTRION)]
-    if store is not None:
-        argv += ["--store", f"sqlite:///{store}"]
-    argv += list(args)
-    proc = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env if env is not None else _env(),
-        timeout=60,
-    )
-    if check:
-        assert proc.returncode == 0, (
-            f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
-        assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
-def json_lines(text: str) -> list[dict]:  # type: ignore[type-arg]
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def run_python(code: str, cwd: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=_env(),
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stdout, proc.stdout
-    for needle in needles:
-        assert needle in proc.stderr, proc.stderr
-
-
 @dataclass
 class DemoStore:
-    path: Path
-    first: subprocess.CompletedProcess[str]
-    second: subprocess.CompletedProcess[str]
-    unknown: subprocess.CompletedProcess[str]
+    path: str  # the store URL
+    first: CompletedProcess[str]
+    second: CompletedProcess[str]
+    unknown: CompletedProcess[str]
 
 
 @pytest.fixture(scope="module")
-def demo_store(tmp_path_factory: pytest.TempPathFactory) -> DemoStore:
+def demo_store(module_store: str, tmp_path_factory: pytest.TempPathFactory) -> DemoStore:
+    """Two demo turns on one conversation and an unknown customer's turn on another, on
+    SQLite and on PostgreSQL."""
     folder = tmp_path_factory.mktemp("demo")
-    path = folder / "x.db"
+    path = module_store
     first = cli("demo", "--conversation", CONV, "--message", FIRST_MESSAGE, store=path, cwd=folder)
     second = cli(
         "demo",
@@ -138,14 +86,11 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> DemoStore:
     return DemoStore(path, first, second, unknown)
 
 
-def _runs(store: Path, *extra: str) -> list[dict]:  # type: ignore[type-arg]
+def _runs(store: str | Path, *extra: str) -> list[dict]:  # type: ignore[type-arg]
     return json_lines(cli("runs", "--json", *extra, store=store).stdout)
 
 
-def _run_id_from_demo(stdout: str) -> str:
-    match = re.search(r"\brun (run_\w+) · conversation (\S+) · (\w+)", stdout)
-    assert match, stdout
-    return match.group(1)
+_run_id_from_demo = run_id_from_demo
 
 
 # ---- demo ---------------------------------------------------------------------------------
@@ -187,6 +132,9 @@ def test_unknown_customer_gets_a_polite_answer(demo_store: DemoStore) -> None:
     assert f"conversation {OTHER_CONV} · succeeded" in out
     assert "execute_tool crm_lookup" in out
     assert "execute_tool book_appointment" not in out
+    # "Not found" is the lookup's answer, not a failure: nothing was retried or given up.
+    assert '"found":false' in out
+    assert "gave up" not in out and "retry" not in out and "(error)" not in out
     (run,) = _runs(demo_store.path, "--conversation", OTHER_CONV)
     assert run["status"] == "succeeded"
 
@@ -225,8 +173,9 @@ def test_outbox_holds_one_booking_and_one_email_per_turn(demo_store: DemoStore) 
         assert sum(key in line for line in lines) == 1, key
 
 
-def test_outbox_of_an_empty_store(tmp_path: Path) -> None:
-    store = tmp_path / "x.db"
+def test_outbox_of_an_empty_store(store: str) -> None:
+    assert_clean_error(cli("demo", "--outbox", store=store, check=False), "no store")
+    cli("worker", "--drain", store=store)  # a command that writes creates the store
     assert cli("demo", "--outbox", "--json", store=store).stdout.strip() == ""
     assert "no side effects" in cli("demo", "--outbox", store=store).stdout
 
@@ -322,8 +271,7 @@ def test_purge_with_nothing_expired_deletes_nothing(demo_store: DemoStore) -> No
     assert len([s for s in spans if s["parent_span_id"] is None]) == 2
 
 
-def test_purge_deletes_only_expired_conversations(tmp_path: Path) -> None:
-    store = tmp_path / "x.db"
+def test_purge_deletes_only_expired_conversations(store: str, tmp_path: Path) -> None:
     run_python(
         f"""
         import asyncio, time
@@ -333,19 +281,17 @@ def test_purge_deletes_only_expired_conversations(tmp_path: Path) -> None:
         async def main():
             short = support_agent()
             short.conversation_ttl = 0.01
-            async with Orchestrion("sqlite:///{store}", agents=[short]) as orx:
-                r = await orx.send("support", "I'm customer 7", conversation="old")
-                assert r.status == "succeeded", r
-            async with Orchestrion("sqlite:///{store}", agents=[support_agent()]) as orx:
-                r = await orx.send("support", "I'm customer 42", conversation="kept")
-                assert r.status == "succeeded", r
+            async with Orchestrion("{store}", agents=[short]) as orx:
+                await orx.send("support", "I'm customer 7", conversation="old")
+            async with Orchestrion("{store}", agents=[support_agent()]) as orx:
+                await orx.send("support", "I'm customer 42", conversation="kept")
             time.sleep(0.05)
 
         asyncio.run(main())
         """,
         cwd=tmp_path,
     )
-    assert len(_runs(store)) == 2
+    assert [r["status"] for r in _runs(store)] == ["succeeded", "succeeded"]
     out = cli("purge", store=store).stdout
     match = re.search(r"purged (\d+) conversation\(s\), (\d+) run\(s\), (\d+) event\(s\)", out)
     assert match, out
@@ -360,13 +306,12 @@ def test_purge_deletes_only_expired_conversations(tmp_path: Path) -> None:
 # ---- worker -------------------------------------------------------------------------------
 
 
-def test_worker_drain_with_nothing_queued(tmp_path: Path) -> None:
-    proc = cli("worker", "--drain", store=tmp_path / "x.db")
+def test_worker_drain_with_nothing_queued(store: str) -> None:
+    proc = cli("worker", "--drain", store=store)
     assert "executed 0 run(s)" in proc.stdout
 
 
-def test_worker_drain_executes_runs_queued_by_another_process(tmp_path: Path) -> None:
-    store = tmp_path / "x.db"
+def test_worker_drain_executes_runs_queued_by_another_process(store: str, tmp_path: Path) -> None:
     run_python(
         f"""
         import asyncio
@@ -374,7 +319,7 @@ def test_worker_drain_executes_runs_queued_by_another_process(tmp_path: Path) ->
         from orchestrion.demo.support import support_agent
 
         async def main():
-            async with Orchestrion("sqlite:///{store}", agents=[support_agent()]) as orx:
+            async with Orchestrion("{store}", agents=[support_agent()]) as orx:
                 await orx.submit("support", "I'm customer 42, move me to Friday 10:00",
                                  conversation="q1")
                 await orx.submit("support", "I'm customer 42, move me to Monday 09:30",
@@ -421,12 +366,12 @@ def test_store_from_the_environment(tmp_path: Path) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     env_store = tmp_path / "env.db"
-    env = _env(ORCHESTRION_STORE=f"sqlite:///{env_store}")
-    out = cli("demo", "--conversation", "env-conv", "--no-trace", cwd=cwd, env=env).stdout
+    environ = env(ORCHESTRION_STORE=f"sqlite:///{env_store}")
+    out = cli("demo", "--conversation", "env-conv", "--no-trace", cwd=cwd, environ=environ).stdout
     assert "All set" in out
     assert env_store.is_file()
     assert not (cwd / "orchestrion.db").exists()
-    (row,) = json_lines(cli("runs", "--json", cwd=cwd, env=env).stdout)
+    (row,) = json_lines(cli("runs", "--json", cwd=cwd, environ=environ).stdout)
     assert row["conversation"] == "env-conv"
     # The same file, named by --store, holds the same run.
     assert [r["id"] for r in _runs(env_store)] == [row["id"]]
@@ -451,6 +396,8 @@ def test_default_store_is_orchestrion_db_in_the_current_folder(tmp_path: Path) -
         ("demo", "--no-trace"),
         ("demo", "--outbox"),
         ("trace", "anything"),
+        ("show", "anything"),
+        ("history", "anything"),
         ("purge",),
         ("worker", "--drain"),
     ],
@@ -475,14 +422,7 @@ def test_a_text_file_is_not_a_store(tmp_path: Path, args: tuple[str, ...]) -> No
     ],
 )
 def test_unknown_store_scheme(tmp_path: Path, url: str, needles: tuple[str, ...]) -> None:
-    proc = subprocess.run(
-        [str(ORCHESTRION), "--store", url, "runs"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=_env(),
-        timeout=60,
-    )
+    proc = cli("runs", store=url, cwd=tmp_path, check=False)
     assert_clean_error(proc, *needles)
     assert list(tmp_path.iterdir()) == []
 
@@ -501,6 +441,7 @@ def test_worker_refuses_a_bad_app(tmp_path: Path) -> None:
     assert_clean_error(proc, "--app", "no_such_module_xyz")
     proc = cli("worker", "--drain", "--app", "json:dumps", store=store, check=False)
     assert_clean_error(proc, "--app", "not an Agent")
+    assert not store.exists()
 
 
 def test_bench_lists_available_benchmarks(tmp_path: Path) -> None:
@@ -516,17 +457,20 @@ def test_bench_lists_available_benchmarks(tmp_path: Path) -> None:
 
 SUBCOMMAND_OPTIONS = {
     "demo": ["--conversation", "--message", "--latency", "--outbox", "--json", "--no-trace"],
-    "worker": ["--drain", "--concurrency", "--app"],
+    "worker": ["--drain", "--concurrency", "--app", "--demo", "--grace"],
     "runs": ["--json", "--conversation", "--limit"],
+    "show": ["ID", "--json"],
+    "history": ["CONVERSATION", "--json", "--last"],
     "trace": ["ID", "--json"],
     "purge": ["--help"],
     "bench": ["NAME", "--quick", "--json"],
+    "serve": ["--app", "--demo", "--port", "--keys-file"],
 }
 
 
 def test_group_help_names_options_and_every_command() -> None:
     out = cli("--help").stdout
-    for option in ("--store", "--durability", "--verbose", "--version"):
+    for option in ("--store", "--durability", "--verbose", "--debug", "--version"):
         assert option in out, option
     listed = re.findall(r"^  (\w+)\s", out.split("Commands:")[1], re.MULTILINE)
     assert set(SUBCOMMAND_OPTIONS) <= set(listed)
@@ -543,3 +487,29 @@ def test_every_listed_subcommand_has_help() -> None:
         assert "Options:" in help_text, command
         for option in SUBCOMMAND_OPTIONS.get(command, []):
             assert option in help_text, (command, option)
+
+
+def test_demo_on_the_generic_scripted_model_shows_the_happy_path(tmp_path: Path) -> None:
+    out = cli("demo", "--model", "scripted", store=tmp_path / "x.db").stdout
+    assert "  -> crm_lookup" in out
+    assert 'Done. The tool answered: {"customer_id":42,"found":true,"name":"Ada Lovelace"' in out
+    assert "gave up" not in out and "!!" not in out and "(error)" not in out
+    assert "· succeeded" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short enough", 70, "short enough"),
+        ("one two three four five six", 15, "one two three…"),
+        ('{"customer_id":42,"name":"Ada Lovelace","email":"ada@example.com"}', 45,
+         '{"customer_id":42,"name":"Ada Lovelace"…'),
+        ("averyveryverylongwordwithoutanybreaksatall", 20, "averyveryverylongwo…"),
+        ("lines\nare\njoined", 70, "lines are joined"),
+    ],
+)  # fmt: skip
+def test_payloads_are_cut_between_words(text: str, limit: int, expected: str) -> None:
+    from orchestrion.observe.trace import shorten
+
+    assert shorten(text, limit) == expected
+    assert len(shorten(text, limit)) <= limit

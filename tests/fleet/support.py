@@ -52,6 +52,7 @@ class Fleet:
                 str(concurrency),
                 "--app",
                 app,
+                "--demo",  # the demo's support agent too
                 *args,
             ],
             stdout=log,

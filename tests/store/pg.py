@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -63,3 +64,14 @@ def sql(query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]
     with psycopg.connect(DSN, autocommit=True) as conn:
         cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else []
+
+
+@contextmanager
+def any_store_url(backend: str, folder: Path) -> Iterator[str]:
+    """A store URL where nothing exists yet: a SQLite file in `folder`, or a fresh schema
+    (dropped afterwards) when `backend` is "postgresql"."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'x.db'}"
+    else:
+        with fresh_schema("t") as schema:
+            yield store_url(schema)

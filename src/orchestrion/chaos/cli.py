@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 import uvicorn
+from pydantic import ValidationError
 
-from orchestrion.chaos.plan import FAULTS, PRESETS, FaultPlan, preset
+from orchestrion.chaos.plan import FAULTS, PRESETS, FaultPlan, describe_plan_error, preset
 from orchestrion.chaos.server import ChaosApp
 
 
@@ -39,7 +40,11 @@ def _echo_call(entry: dict[str, Any]) -> None:
 @chaos.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option(
-    "--port", default=8765, show_default=True, type=int, help="Port (0: pick a free one)."
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0: pick a free one).",
 )
 @click.option(
     "--plan",
@@ -58,7 +63,9 @@ def _echo_call(entry: dict[str, Any]) -> None:
     help="Scripted conversation: default, echo, text, or module:attribute (overrides the plan's).",
 )
 @click.option(
-    "--chunk-delay", type=float, help="Seconds between stream events (overrides the plan's)."
+    "--chunk-delay",
+    type=click.FloatRange(0),
+    help="Seconds between stream events (overrides the plan's).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Print one line per model call.")
 def serve(
@@ -85,7 +92,7 @@ def serve(
     try:
         plan = FaultPlan.load(plan_file) if plan_file is not None else _preset(preset or "none")
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--plan") from exc
+        raise click.BadParameter(str(exc), param_hint="--plan") from None
     changes: dict[str, Any] = {}
     if seed is not None:
         changes["seed"] = seed
@@ -94,11 +101,14 @@ def serve(
     if chunk_delay is not None:
         changes["chunk_delay"] = chunk_delay
     if changes:
-        plan = FaultPlan.model_validate({**plan.model_dump(), **changes})
+        try:
+            plan = FaultPlan.model_validate({**plan.model_dump(), **changes})
+        except ValidationError as exc:
+            raise click.UsageError(describe_plan_error(exc)) from None
     try:
         app = ChaosApp(plan, on_call=_echo_call if verbose else None)
     except (ValueError, ImportError, AttributeError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--script") from exc
+        raise click.BadParameter(str(exc), param_hint="--script") from None
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrion.models.scripted import ScriptedReply
 
@@ -116,11 +116,48 @@ class FaultPlan(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> FaultPlan:
-        """A plan from a .json or .toml file."""
+        """A plan from a .json or .toml file. Raises PlanError (one line) when the file
+        cannot be read or is not a valid plan."""
         p = Path(path)
-        text = p.read_text(encoding="utf-8")
-        data: Any = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-        return cls.model_validate(data)
+        try:
+            text = p.read_text(encoding="utf-8")
+            data: Any = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(
+                f"{p}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise PlanError(f"{p}: not valid TOML ({exc})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PlanError(f"cannot read {p}: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise PlanError(f"{p}: {describe_plan_error(exc)}") from None
+
+
+class PlanError(ValueError):
+    """A fault plan or an x-chaos-fault header that cannot be used (one-line message)."""
+
+
+def describe_plan_error(exc: ValidationError) -> str:
+    """A pydantic error about a plan or a rule as one line: `where: what` per problem."""
+    problems = []
+    for error in exc.errors():
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]
+        ).lstrip(".")
+        given = error.get("input")
+        if error["type"] == "literal_error" and error["loc"][-1:] == ("fault",):
+            what = f"unknown fault {given!r} (`orchestrion chaos faults` lists them)"
+        elif error["type"] == "extra_forbidden":
+            what = "unknown field"
+        elif error["type"] == "missing":
+            what = "required"
+        else:
+            what = f"{error['msg'][:1].lower()}{error['msg'][1:]} (got {given!r})"
+        problems.append(f"{where}: {what}" if where else what)
+    return "; ".join(problems)
 
 
 def draw(seed: int, call_number: int) -> random.Random:
@@ -169,9 +206,12 @@ def parse_fault_header(value: str) -> FaultRule | None:
     for part in parts[1:]:
         key, sep, raw = part.partition("=")
         if not sep:
-            raise ValueError(f"expected key=value in x-chaos-fault, got {part!r}")
+            raise PlanError(f"expected key=value, got {part!r}")
         data[key.strip()] = raw.strip()
-    return FaultRule.model_validate(data)
+    try:
+        return FaultRule.model_validate(data)
+    except ValidationError as exc:
+        raise PlanError(describe_plan_error(exc)) from None
 
 
 def _rule(fault: FaultKind, **kwargs: Any) -> FaultRule:

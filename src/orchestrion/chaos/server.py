@@ -36,6 +36,7 @@ from orchestrion.chaos.plan import (
     FaultPlan,
     FaultRule,
     choose,
+    describe_plan_error,
     draw,
     parse_fault_header,
 )
@@ -297,8 +298,10 @@ class ChaosApp:
         try:
             plan = FaultPlan.model_validate_json(await request.body())
             self.state.set_plan(plan)
-        except (ValidationError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        except ValidationError as exc:
+            return JSONResponse({"error": f"invalid plan: {describe_plan_error(exc)}"}, 400)
+        except ValueError as exc:
+            return JSONResponse({"error": f"invalid plan: {exc}"}, status_code=400)
         return JSONResponse({"ok": True})
 
     # ---- model routes ------------------------------------------------------------------

@@ -49,8 +49,9 @@ def make_tools(tool_latency: float = 0.0) -> list:  # type: ignore[type-arg]
         """Look a customer up in the CRM by id."""
         customer = CUSTOMERS.get(customer_id)
         if customer is None:
-            raise LookupError(f"no customer with id {customer_id}")
-        return {"customer_id": customer_id, **customer}
+            # An answer, not a failure: the lookup worked and found nobody (nothing to retry).
+            return {"customer_id": customer_id, "found": False}
+        return {"customer_id": customer_id, "found": True, **customer}
 
     @tool(effect="write")
     async def book_appointment(customer_id: int, slot: str, ctx: ToolContext) -> dict:  # type: ignore[type-arg]

@@ -53,7 +53,7 @@ class Agent:
     """What an agent is: a model, tools, instructions and the limits of one turn."""
 
     name: str
-    model: Model
+    model: Model  # a spec string such as "openai:gpt-4o-mini" is resolved at construction
     tools: Iterable[Tool | Callable[..., Any]] = ()
     instructions: str | None = None
     max_steps: int = 12  # model calls per turn before the loop gives up
@@ -80,6 +80,16 @@ class Agent:
     registry: ToolRegistry = field(init=False)
 
     def __post_init__(self) -> None:
+        given: object = self.model
+        if isinstance(given, str):
+            from orchestrion.models.resolve import resolve_model
+
+            self.model = resolve_model(given)  # like --model; ModelConfigError if unusable
+        elif not isinstance(given, Model):
+            raise TypeError(
+                f"Agent {self.name!r}: model must be a Model or a spec string such as "
+                f"'openai:gpt-4o-mini', not {type(given).__name__}"
+            )
         self.registry = ToolRegistry(self.tools)
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 from orchestrion.models.messages import ModelRequest, ToolSpec
 from orchestrion.models.scripted import Script, ScriptedCall, ScriptedReply, say
+from orchestrion.observe.trace import shorten
 
 
 def sample_arguments(tool: ToolSpec) -> dict[str, Any]:
@@ -69,13 +71,22 @@ def default_script(request: ModelRequest) -> ScriptedReply:
     last = _last(request)
     if request.tools and last == "user":
         tool = request.tools[0]
+        arguments = sample_arguments(tool)
+        # Numbers the user gave ("I'm customer 42") fill the integer arguments, in order,
+        # so a demo asks about what the user said rather than about id 1.
+        numbers = iter(re.findall(r"\b\d+\b", _last_user_text(request)))
+        properties = tool.parameters.get("properties") or {}
+        for name in arguments:
+            schema = properties.get(name) if isinstance(properties, dict) else None
+            if isinstance(schema, dict) and schema.get("type") == "integer":
+                arguments[name] = int(next(numbers, arguments[name]))
         return ScriptedReply(
             text="Let me check that.",
-            calls=(ScriptedCall(name=tool.name, arguments=json.dumps(sample_arguments(tool))),),
+            calls=(ScriptedCall(name=tool.name, arguments=json.dumps(arguments)),),
         )
     if last == "tool":
         result = next(m for m in reversed(request.messages) if m.role == "tool")
-        return say(f"Done. The tool answered: {(result.content or '')[:120]}")
+        return say(f"Done. The tool answered: {shorten(result.content or '', 120)}")
     return say("Hello from the orchestrion chaos server. This is a short scripted answer.")
 
 

@@ -52,12 +52,20 @@ class Span:
 
 def build_run_tree(events: list[EventRecord]) -> list[Span]:
     """Group events by span id (a span's start and end events merge into one node) and
-    link nodes to their parents. Returns the roots (normally one: the run's span)."""
+    link nodes to their parents. Returns the roots (normally one: the run's span).
+
+    A step re-executed after a crash has several start events under one span id: its
+    span starts at the last of them (the attempt whose result was recorded), so its
+    duration leaves out the time the dead process held it; `attempts` counts the starts.
+    The run's span names the owner that resumed it last (the one that finished it)."""
     spans: dict[str, Span] = {}
     order: list[str] = []
+    resumes: list[EventRecord] = []
     for e in events:
         if e.seq == 0 or e.type in STREAM_TYPES:
             continue  # streamed text is content, not a span
+        if e.type == "run.resumed":
+            resumes.append(e)
         span = spans.get(e.span_id)
         if span is None:
             span = Span(
@@ -73,13 +81,19 @@ def build_run_tree(events: list[EventRecord]) -> list[Span]:
             spans[e.span_id] = span
             order.append(e.span_id)
         else:
-            span.start = min(span.start, e.start)
             span.attributes.update(e.attributes)
             if e.parent_span_id is not None:
                 span.parent_span_id = e.parent_span_id
+            if e.type == "step.started" and span.end is None:
+                # Started again by a new owner: this attempt is the one that counts.
+                span.start = e.start
+                span.attributes["attempts"] = int(span.attributes.get("attempts", 1)) + 1
+            elif e.type == "step.finished":
+                span.start = e.start  # the start of the attempt that recorded the result
+            else:
+                span.start = min(span.start, e.start)
         if e.end is not None:
             span.end, span.status, span.type = e.end, e.status, e.type
-            # From the first start seen: a step re-executed after a crash spans both tries.
             span.latency_ms = round((span.end - span.start) * 1000, 3)
     roots: list[Span] = []
     for span_id in order:
@@ -89,6 +103,14 @@ def build_run_tree(events: list[EventRecord]) -> list[Span]:
             parent.children.append(span)
         else:
             roots.append(span)
+    if resumes:
+        last = resumes[-1].attributes
+        for root in roots:
+            if root.type in ("run.started", "run.finished"):
+                if "owner" in root.attributes and root.attributes["owner"] != last.get("owner"):
+                    root.attributes["first_owner"] = root.attributes["owner"]
+                root.attributes["owner"] = last.get("owner")
+                root.attributes["epoch"] = last.get("epoch")
     for span in spans.values():
         span.children.sort(key=lambda s: s.start)
     return roots
@@ -114,6 +136,11 @@ def _label(span: Span) -> str:
         return f"result{' (error)' if a.get('is_error') else ''}: {_short(a.get('result'))}"
     if span.type == "tool.progress":
         return f"progress: {a.get('message')}"
+    if span.type == "run.resumed":
+        steps = a.get("recorded_steps")
+        return f"resume: epoch {a.get('epoch')} by {a.get('owner')}, {steps} steps recorded"
+    if a.get("attempts"):
+        return f"{span.name} (re-executed after a resume: {a['attempts']} starts)"
     return _resilience_label(span.type, a) or span.name
 
 
@@ -141,9 +168,19 @@ def _resilience_label(kind: str, a: dict[str, Any]) -> str | None:
     return None
 
 
-def _short(value: Any, limit: int = 70) -> str:
-    text = str(value).replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def shorten(value: Any, limit: int = 70) -> str:
+    """`value` as one line of at most `limit` characters, cut at a word boundary with `…`."""
+    text = " ".join(str(value).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    boundary = max(cut.rfind(" "), cut.rfind(","))  # commas: compact JSON has no spaces
+    if boundary >= limit // 2:  # not too far back
+        cut = cut[:boundary]
+    return cut.rstrip(" ,;:") + "…"
+
+
+_short = shorten
 
 
 def render_text(roots: list[Span]) -> str:

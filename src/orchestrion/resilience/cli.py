@@ -40,14 +40,17 @@ def _next_probe(row: dict[str, Any]) -> str:
 
 
 async def _load(settings: _Settings) -> list[dict[str, Any]] | None:
-    from orchestrion.store import SQLiteStore, open_store
+    from orchestrion.errors import NoStore
+    from orchestrion.store import open_store
 
-    store = open_store(settings.store, durability=settings.durability)  # type: ignore[arg-type]
-    if isinstance(store, SQLiteStore) and not store.path.exists():
-        return None  # a listing never creates a store file
+    # A listing never creates a store (file or schema).
+    store = open_store(settings.store, durability=settings.durability, create=False)  # type: ignore[arg-type]
     now = time.time()
-    async with store:
-        rows = await store.list_breakers()
+    try:
+        async with store:
+            rows = await store.list_breakers()
+    except NoStore:
+        return None
     # Shared retry budgets live in the same table under "budget:<dependency>": not breakers.
     return [
         breaker_summary(name, doc, version, now=now)

@@ -14,6 +14,11 @@ from pathlib import Path
 
 KEYS_ENV = "ORCHESTRION_API_KEYS"
 MIN_KEY_LENGTH = 16
+# How to make a key that is accepted, for error messages.
+KEY_HINT = (
+    f"at least {MIN_KEY_LENGTH} characters, e.g. from "
+    "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`"
+)
 
 
 class KeyConfigError(ValueError):
@@ -28,7 +33,7 @@ def _parse_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
         if not sep or not key or not tenant:
             raise KeyConfigError(f"{where}: expected key=tenant")
         if len(key) < MIN_KEY_LENGTH:
-            raise KeyConfigError(f"{where}: a key must be at least {MIN_KEY_LENGTH} characters")
+            raise KeyConfigError(f"{where}: a key needs {KEY_HINT}")
         if any(c.isspace() or not c.isprintable() for c in key):
             raise KeyConfigError(f"{where}: a key cannot contain spaces or control characters")
         if key in keys:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
+import socket
 import sys
 from typing import Any
 
 import click
 
 from orchestrion.server.auth import (
+    KEY_HINT,
     KEYS_ENV,
     KeyConfigError,
     generate_key,
@@ -38,9 +42,9 @@ def load_keys(keys_file: str | None, insecure_dev_key: bool) -> dict[str, str]:
         return keys
     if not insecure_dev_key:
         raise click.ClickException(
-            f"no API keys: set {KEYS_ENV}='key1=tenantA,key2=tenantB' or give --keys-file "
-            "FILE (one key=tenant per line); for local development only, --insecure-dev-key "
-            "generates one"
+            f"no API keys: set {KEYS_ENV}='KEY=tenantA,KEY2=tenantB' (keys of {KEY_HINT}) "
+            "or give --keys-file FILE (one key=tenant per line); for local development "
+            "only, --insecure-dev-key generates one"
         )
     key = generate_key()
     click.echo(f"insecure development key (tenant 'default'): {key}", err=True)
@@ -53,7 +57,13 @@ def load_keys(keys_file: str | None, insecure_dev_key: bool) -> dict[str, str]:
 @click.option(
     "--app",
     metavar="MODULE:ATTR",
-    help="Your agents (an Agent or a list of them), besides the built-in demo agent.",
+    help="Your agents: an Agent or a list of them, as module:attribute or "
+    "path/to/file.py:attribute. Without --app the service runs the demo agent.",
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="With --app: serve the demo agent (support) too, to every tenant.",
 )
 @click.option(
     "--default-agent",
@@ -112,6 +122,7 @@ def serve(
     host: str,
     port: int,
     app: str | None,
+    demo: bool,
     default_agent: str | None,
     keys_file: str | None,
     insecure_dev_key: bool,
@@ -128,17 +139,18 @@ def serve(
     See docs/server.md."""
     import uvicorn
 
-    from orchestrion.cli import _load_app_agents
-    from orchestrion.demo.support import support_agent
+    from orchestrion.cli_common import agents_for
     from orchestrion.server.app import Limits, create_app
     from orchestrion.server.deadlines import server_config
 
-    keys = load_keys(keys_file, insecure_dev_key)
-    app_agents = _load_app_agents(app)
-    agents = [support_agent(), *app_agents]
-    if default_agent is None:
-        default_agent = app_agents[0].name if app_agents else agents[0].name
+    agents = agents_for(app, demo)
+    if default_agent is None:  # the first of the app's agents, else the demo agent
+        default_agent = agents[1 if app and demo else 0].name
     orx = settings.runtime(agents)
+    # A busy port or an unusable store fails here, in one line, before anything is printed.
+    sock = listen(host, port)
+    asyncio.run(_check_store(settings))
+    keys = load_keys(keys_file, insecure_dev_key)
     try:
         asgi = create_app(
             orx,
@@ -155,20 +167,42 @@ def serve(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
-        f"orchestrion serving on http://{host}:{port} ({len(keys)} API key(s), "
-        f"agents: {', '.join(sorted(orx.agents))})",
+        f"orchestrion serving on http://{host}:{sock.getsockname()[1]} ({len(keys)} API "
+        f"key(s), agents: {', '.join(sorted(orx.agents))})",
         err=True,
     )
     config = server_config(  # uvicorn.Config, with the slow-client deadlines of the limits
         asgi,
-        host=host,
-        port=port,
         lifespan="on",
         timeout_graceful_shutdown=grace,
         log_level="info",
         server_header=False,
     )
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
         sys.exit(1)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, or a one-line error (port in use, no such address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = (
+            "the port is in use (choose another with --port)"
+            if exc.errno == errno.EADDRINUSE
+            else exc.strerror or str(exc)
+        )
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _check_store(settings: Any) -> None:
+    async with settings.open_store():
+        pass

@@ -37,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from orchestrion.errors import (
     ConversationBusy,
+    NoStore,
     NotAnOrchestrionStore,
     NotFound,
     SchemaTooNew,
@@ -161,6 +162,49 @@ def _connection_gone(exc: psycopg.OperationalError) -> bool:
     return state is None or state.startswith("08") or state in _GONE_STATES
 
 
+def connect_error_message(exc: BaseException, where: str, timeout: float) -> str:
+    """One line naming why a connection failed, with advice that fits that cause."""
+    text = " ".join(str(exc).split())
+    fix = "fix --store (postgresql://user@host:port/db?schema=NAME)"
+    if found := re.search(r'database "([^"]+)" does not exist', text):
+        db = found.group(1)
+        return (
+            f"PostgreSQL at {where} has no database {db!r}: create it (`createdb {db}`, or "
+            f"CREATE DATABASE {db}) or {fix}"
+        )
+    if found := re.search(r'role "([^"]+)" does not exist', text):
+        role = found.group(1)
+        return (
+            f"PostgreSQL at {where} has no role {role!r}: connect as an existing user, or "
+            f"create it (CREATE ROLE {role} LOGIN); {fix}"
+        )
+    if "authentication failed" in text or "no password supplied" in text:
+        return (
+            f"PostgreSQL at {where} refused the login ({text.rpartition('FATAL:')[2].strip()}):"
+            " check the user and password in --store (postgresql://user:password@host/db), "
+            "$PGPASSWORD or ~/.pgpass"
+        )
+    if "pg_hba.conf" in text:
+        return (
+            f"PostgreSQL at {where} does not accept this user, database and client address "
+            "(no pg_hba.conf entry): allow it in pg_hba.conf, or connect as another user"
+        )
+    if "Connection refused" in text or "No such file or directory" in text:
+        return (
+            f"nothing is listening for PostgreSQL at {where} (connection refused): start "
+            "the server (e.g. `pg_ctlcluster <version> main start`, `systemctl start "
+            f"postgresql`) or {fix} if the host or port is wrong"
+        )
+    if "resolve host" in text or "translate host name" in text:
+        return f"cannot find the PostgreSQL host of {where} (unknown host name): {fix}"
+    if "timeout" in text.lower() or "timed out" in text:
+        return (
+            f"PostgreSQL at {where} did not answer within {timeout:g}s: check the host, the "
+            f"port and any firewall in between, or {fix}"
+        )
+    return f"cannot connect to PostgreSQL at {where} ({text}): {fix}"
+
+
 # How long the wake-up of a run nobody waits for any more is kept.
 _WATCH_TTL = 60.0
 
@@ -188,8 +232,11 @@ class PostgresStore(Store):
         connect_timeout: float = 5.0,
         reconnect_patience: float = 60.0,
         event_notifications: bool = True,
+        create: bool = True,
     ) -> None:
+        """`create=False`: opening raises NoStore when the schema holds no store yet."""
         self.url = url
+        self.create = create
         self._conninfo, self.schema, self.where = parse_postgres_url(url)
         self.min_connections = min_connections
         self.max_connections = max(min_connections, max_connections)
@@ -216,13 +263,7 @@ class PostgresStore(Store):
     # ---- lifecycle --------------------------------------------------------------------
 
     def _unreachable(self, exc: BaseException) -> StoreError:
-        return StoreError(
-            f"cannot connect to PostgreSQL at {self.where} ({str(exc).strip()}). Is the server "
-            "running and the URL right? Start it (e.g. `pg_ctlcluster <version> main start`, "
-            "`systemctl start postgresql`, or `docker run -p 5432:5432 -e "
-            "POSTGRES_HOST_AUTH_METHOD=trust postgres`), or fix --store "
-            "(postgresql://user@host:port/db?schema=NAME)."
-        )
+        return StoreError(connect_error_message(exc, self.where, self.connect_timeout))
 
     async def _connect(self) -> Conn:
         try:
@@ -305,6 +346,11 @@ class PostgresStore(Store):
     async def _migrate(self, conn: Conn) -> None:
         # A cheap look first, without any lock: refusals never wait for anyone.
         version = await self._inspect(conn)
+        if version is None and not self.create:
+            raise NoStore(
+                f"no store in schema {self.schema!r} of the PostgreSQL database at "
+                f"{self.where} (check the database and ?schema= in --store)"
+            )
         if version == len(POSTGRES_MIGRATIONS):
             return
         schema = f'"{self.schema}"'

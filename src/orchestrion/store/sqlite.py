@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from orchestrion.errors import (
     ConversationBusy,
+    NoStore,
     NotAnOrchestrionStore,
     NotFound,
     SchemaTooNew,
@@ -332,13 +333,16 @@ class SQLiteStore(Store):
         *,
         durability: Durability = "normal",
         busy_patience: float = 30.0,
+        create: bool = True,
     ) -> None:
+        """`create=False`: opening raises NoStore unless the file already holds a store."""
         if durability not in ("normal", "full"):
             raise ValueError(f"durability must be 'normal' or 'full', not {durability!r}")
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.durability = durability
         self.busy_patience = busy_patience
+        self.create = create
         self._conn: sqlite3.Connection | None = None
         self._readers: _Readers | None = None
         # Readers in this process waiting for a run's next events (see wait_for_events).
@@ -349,11 +353,17 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         if self._conn is not None:
             return
+        if not self.create and not self.path.exists():
+            raise NoStore(
+                f"no store at {self.path}: no such file (check --store; the first command "
+                "that writes, such as `orchestrion demo` or a worker, creates it)"
+            )
         if self.path.parent and not self.path.parent.exists():
             raise StoreError(
                 f"cannot create store {self.path}: folder {self.path.parent} does not exist"
             )
-        inspect_sqlite_file(self.path)
+        if inspect_sqlite_file(self.path) == "new" and not self.create:
+            raise NoStore(f"no store at {self.path}: the file holds no orchestrion store yet")
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.OperationalError as exc:
