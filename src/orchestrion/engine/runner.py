@@ -253,7 +253,6 @@ class RunExecutor:
             force=True,
             attributes={
                 "run.status": status,
-                "owner": self.lease.owner,
                 **({"error.type": error["type"]} if error else {}),
                 **(
                     {
