@@ -16,6 +16,7 @@ Reads that are small by construction, like a stream's next few events, stay on t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import sqlite3
@@ -76,6 +77,8 @@ T = TypeVar("T")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # How long one attempt may block the event loop waiting for another process's lock.
 _BLOCKING_BUSY_MS = 20
+# How often a waiting scheduler looks whether another connection committed.
+WORK_CHECK = 0.05
 # Reads of at most this many rows run on the loop; longer ones in a reader thread.
 INLINE_ROWS = 64
 # Reader threads (each with its own read-only connection): large reads beyond this many
@@ -347,6 +350,7 @@ class SQLiteStore(Store):
         self._readers: _Readers | None = None
         # Readers in this process waiting for a run's next events (see wait_for_events).
         self._event_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._work_waiters: list[asyncio.Future[None]] = []
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -483,6 +487,35 @@ class SQLiteStore(Store):
         return await readers.run(fn)
 
     # ---- wake-ups -------------------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Return when this store object queued, released or ended a run, when another
+        connection (another process, or another store object) committed anything, or
+        after `timeout`. Other connections' commits are seen by SQLite's `data_version`,
+        one tiny read every WORK_CHECK seconds, whatever the number of waiting runs."""
+        conn = self.conn
+        loop = asyncio.get_running_loop()
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._work_waiters.append(waiter)
+        deadline = loop.time() + timeout
+        try:
+            while (left := deadline - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), min(WORK_CHECK, left))
+                if waiter.done() or self._conn is None:
+                    return
+                if conn.execute("PRAGMA data_version").fetchone()[0] != version:
+                    return
+        finally:
+            if waiter in self._work_waiters:
+                self._work_waiters.remove(waiter)
+            waiter.cancel()
+
+    def _work_changed(self) -> None:
+        for waiter in self._work_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def wait_for_events(self, run_id: str, timeout: float) -> None:  # noqa: ASYNC109
         """Woken at once by this store object's own writes of the run's events (a reader
@@ -672,7 +705,9 @@ class SQLiteStore(Store):
                 deadline_at=deadline_at,
             )
 
-        return await self._write(tx)
+        created = await self._write(tx)
+        self._work_changed()
+        return created
 
     async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
         rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
@@ -884,6 +919,7 @@ class SQLiteStore(Store):
             )
 
         await self._write(tx)
+        self._work_changed()
 
     async def request_cancel(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
         now = time.time()
@@ -911,6 +947,7 @@ class SQLiteStore(Store):
 
         result = await self._write(tx)
         self._wake(run_id)
+        self._work_changed()
         return result
 
     async def complete_run(self, lease: Lease, completion: RunCompletion, *, now: float) -> None:
@@ -956,6 +993,7 @@ class SQLiteStore(Store):
 
         await self._write(tx)
         self._wake(lease.run_id)
+        self._work_changed()
 
     # ---- journal ----------------------------------------------------------------------
 
