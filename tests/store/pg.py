@@ -8,6 +8,7 @@ set (.ci/run sets it): then they fail, so CI never passes by skipping them.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,14 +40,13 @@ def store_url(schema: str) -> str:
 
 
 def drop_schema(schema: str) -> None:
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        # Connections still in the schema's pools would keep locks: end them first.
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE pid <> pg_backend_pid() AND application_name = %s",
-            (f"orchestrion/{schema}",),
-        )
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    # Connections still in the schema's pools would keep locks: end them first.
+    sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE pid <> pg_backend_pid() AND application_name = %s",
+        (f"orchestrion/{schema}",),
+    )
+    sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @contextmanager
@@ -61,9 +61,18 @@ def fresh_schema(prefix: str = "t") -> Iterator[str]:
 
 
 def sql(query: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
+    """Run one statement on a fresh connection; a connection the server dropped (a test
+    restarting it, or terminating backends) is retried for a few seconds."""
+    for attempt in range(20):
+        try:
+            with psycopg.connect(DSN, autocommit=True, connect_timeout=3) as conn:
+                cur = conn.execute(query, params)
+                return cur.fetchall() if cur.description else []
+        except psycopg.OperationalError:
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
 
 
 @contextmanager
