@@ -284,9 +284,29 @@ class Orchestrion:
     ) -> TurnResult:
         """Run one turn to its end and return the answer (never raises for a failed turn:
         the result says so, with the degradation answer)."""
-        run_id = ""
-        async for event in self.stream(agent, message, conversation=conversation, tenant=tenant):
-            run_id = event.run_id
+        run = await self.submit(agent, message, conversation=conversation, tenant=tenant)
+        return await self.wait(run.id)
+
+    async def wait(self, run_id: str, *, tenant: str | None = None) -> TurnResult:
+        """Have this process execute a queued run (as `events` does), wait for its end
+        without collecting its events, and return its result. The end is durable when
+        this returns; if the completion cannot be written, its error is raised."""
+        run = await self.store.get_run(run_id, tenant=tenant)
+        if run.status == "queued":
+            watch = self.worker.watch(run_id, events=False)
+            try:
+                self.worker.want(run_id)
+                ended = await watch.next()
+            finally:
+                self.worker.unwatch(watch)
+            assert not isinstance(ended, EventRecord)
+            if ended.error is not None:
+                raise ended.error
+            if ended.where == "here":
+                return await self.result(run_id)
+        async with contextlib.aclosing(self.follow(run_id)) as stored:
+            async for _ in stored:
+                pass  # another process executes it: its end is in the store
         return await self.result(run_id)
 
     def send_sync(self, agent: str | Agent, message: str, **kwargs: Any) -> TurnResult:

@@ -85,7 +85,9 @@ async def test_completed_steps_are_not_executed_again_on_resume(db_path: Path) -
 
 async def test_changed_code_under_a_recorded_run_is_a_non_determinism_error(db_path: Path) -> None:
     counter = Counter()
-    crashing = weather_agent(counter, crash_in="lookup")
+    # A crash inside a write tool: everything before it was recorded (a write step makes
+    # what led to it durable first; read-only steps alone are recorded lazily).
+    crashing = weather_agent(counter, crash_in="notify")
     async with Orchestrion(f"sqlite:///{db_path}", agents=[crashing]) as orx:
         run = await orx.submit("weather", "Weather?", conversation="c1")
         claimed, lease = await _claim(orx.store, run.id, "host/1/1")

@@ -755,15 +755,21 @@ class StoreConformance:
     async def test_record_step_renews_a_lease_that_runs_low(self, store: Store) -> None:
         cid = await conversation(store)
         run = await new_run(store, cid)
-        lease = await claim(store, run, now=8000.0, lease_seconds=30.0)  # expires at 8030
-        await store.record_step(lease, step(lease, 1, finished_at=9000.0), [], lease_seconds=40.0)
-        assert (await store.get_run(run.id)).lease_expires_at == pytest.approx(9040.0)
+        now = time.time()
+        lease = await claim(store, run, now=now - 28, lease_seconds=30.0)  # 2 s left
+        await store.record_step(lease, step(lease, 1), [], lease_seconds=40.0)
+        renewed = (await store.get_run(run.id)).lease_expires_at
+        assert renewed == pytest.approx(time.time() + 40.0, abs=5)
+        # Plenty left: a step does not touch the lease (its commit stays smaller).
+        await store.record_step(lease, step(lease, 2), [], lease_seconds=40.0)
+        assert (await store.get_run(run.id)).lease_expires_at == renewed
 
     async def test_a_duplicate_step_is_an_error_not_an_overwrite(self, store: Store) -> None:
         run = await new_run(store, await conversation(store))
-        lease = await claim(store, run, now=8000.0)  # runs low by 9000: the step renews it
-        original = step(lease, 1, "model", finished_at=9000.0)
+        lease = await claim(store, run, now=time.time() - 28)  # runs low: the step renews it
+        original = step(lease, 1, "model")
         await store.record_step(lease, original, [event(run.id, 2)], lease_seconds=10.0)
+        renewed = (await store.get_run(run.id)).lease_expires_at
         with pytest.raises(Exception) as raised:
             await store.record_step(
                 lease,
@@ -775,7 +781,24 @@ class StoreConformance:
         assert await store.load_steps(run.id) == {1: original}
         # The refused transaction wrote nothing: no event, no lease renewal.
         assert await store.last_event_seq(run.id) == 2
-        assert (await store.get_run(run.id)).lease_expires_at == pytest.approx(9010.0)
+        assert (await store.get_run(run.id)).lease_expires_at == renewed
+
+    async def test_several_steps_and_the_completion_carry_lazy_records(
+        self, store: Store
+    ) -> None:
+        cid, run, lease = await running_run(store)
+        await store.record_steps(
+            lease, [step(lease, 1), step(lease, 2, "tool")], [event(run.id, 2)], lease_seconds=LEASE
+        )
+        await store.record_steps(lease, [], [event(run.id, 3)], lease_seconds=LEASE)  # a flush
+        done = completion(events=[event(run.id, 4)])
+        done.steps = [step(lease, 3, "model")]
+        await store.complete_run(lease, done, now=time.time())
+        assert sorted(await store.load_steps(run.id)) == [1, 2, 3]
+        assert [e.seq for e in await store.read_events(run.id)] == [1, 2, 3, 4]
+        with pytest.raises(LeaseLost):  # fenced like every write
+            await store.record_steps(lease, [step(lease, 4)], [], lease_seconds=LEASE)
+        assert cid
 
     async def test_steps_are_per_run(self, store: Store) -> None:
         _, run_a, lease_a = await running_run(store)

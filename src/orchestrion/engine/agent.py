@@ -149,6 +149,7 @@ async def run_turn(ctx: TurnContext) -> TurnOutcome:
                 "round": round_number,
             },
             announce=True,
+            effect="read",  # a model call has no side effect: it may be recorded lazily
         )
         usage = usage + response.usage
         turn.append(response.message)

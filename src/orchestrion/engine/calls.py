@@ -147,7 +147,12 @@ def model_call(ctx: TurnContext, request: ModelRequest) -> Callable[[StepInfo], 
             else None
         )
         journal = StepAttemptJournal(
-            store, ctx.journal.lease, ctx.run_id, info.seq, pipeline=primary.name
+            store,
+            ctx.journal.lease,
+            ctx.run_id,
+            info.seq,
+            pipeline=primary.name,
+            fresh=not ctx.journal.may_have_attempts(info.seq),
         )
         response: ModelResponse = await primary.call(
             attempt_on(agent.model), journal=journal, fallback=chain
@@ -233,6 +238,7 @@ def tool_step(ctx: TurnContext, call: ToolCall, checked: ArgumentResult) -> Awai
                 "effect": tool.effect,
             },
             announce=True,
+            effect=tool.effect,
         )
         return Message.tool_result(call, outcome["content"], is_error=outcome["is_error"])
 
@@ -263,7 +269,12 @@ async def _execute_tool(
         on_event=run_sink(ctx.emitter, info.span_id),
     )
     journal = StepAttemptJournal(
-        ctx.journal.store, ctx.journal.lease, ctx.run_id, info.seq, pipeline=pipeline.name
+        ctx.journal.store,
+        ctx.journal.lease,
+        ctx.run_id,
+        info.seq,
+        pipeline=pipeline.name,
+        fresh=not ctx.journal.may_have_attempts(info.seq),
     )
 
     async def attempt(a: Attempt) -> Any:

@@ -1,5 +1,13 @@
 """Durable steps: consult the journal before executing; record the result after.
 
+A step that may act on the world (effect "write": a write tool, a compensation) is
+recorded at once, and before it runs every lazily recorded step before it is committed,
+so the decision that led to it (e.g. the model's tool call) is durable before anything
+happens. A read-only step (a model call, a read tool) is recorded lazily: its record
+rides with the run's next commit (a write step's, a flush of events that waited 0.02 s,
+the completion). A crash can then re-execute a few read-only steps, never a side effect
+decided by a step that was not durable. A fast loop of reads costs no commit per step.
+
 A step is addressed by (run id, seq). Seqs are handed out in call order, synchronously,
 so a replayed run asks for the same seqs in the same order even when steps run
 concurrently. A recorded result is returned without executing; a recorded terminal error
@@ -12,7 +20,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pydantic_core
 
@@ -68,6 +76,16 @@ class Journal:
         self.resumed = bool(recorded)
         emitter.suppressed = self.replaying
 
+    async def commit(self) -> None:
+        """Write what is pending (step records, events, a state change) in one fenced
+        transaction."""
+        lease, store = self.lease, self.store
+        await self.emitter.commit(
+            lambda p: store.record_steps(
+                lease, p.steps, p.events, lease_seconds=self.lease_seconds, state=p.state
+            )
+        )
+
     def may_have_attempts(self, seq: int) -> bool:
         """Whether step `seq` may have retry state saved by an earlier owner."""
         return self.resumed and seq > self._last_recorded
@@ -85,17 +103,21 @@ class Journal:
         attributes: dict[str, Any] | None = None,
         parent_span_id: str | None = None,
         announce: bool = False,
+        effect: Literal["read", "write"] = "write",
     ) -> Awaitable[Any]:
         """Reserve the next seq now and return the awaitable that runs the step.
 
         `fn` receives the step's info (idempotency key, span id) and returns a JSON-able
         value; the caller receives the value as decoded from its JSON form, identical on
         the first execution and on replay. `announce` writes a started event first, so a
-        long step shows in live streams and traces while it runs.
+        long step shows in live streams and traces while it runs. `effect="read"` lets the
+        step be recorded lazily (see the module's docstring).
         """
         seq = self._next_seq
         self._next_seq += 1
-        return self._run(seq, name, fn, decode, attributes or {}, parent_span_id, announce)
+        return self._run(
+            seq, name, fn, decode, attributes or {}, parent_span_id, announce, effect == "read"
+        )
 
     async def _run(
         self,
@@ -106,6 +128,7 @@ class Journal:
         attributes: dict[str, Any],
         parent_span_id: str | None,
         announce: bool,
+        lazy: bool,
     ) -> Any:
         recorded = self._recorded.get(seq)
         if recorded is not None:
@@ -141,6 +164,8 @@ class Journal:
                 start=started,
                 attributes=attributes,
             )
+        if not lazy and emitter.holds_steps:
+            await self.commit()  # what led to this step is durable before it acts
         self.executed += 1
         status, result_json, error_json = "ok", None, None
         try:
@@ -181,11 +206,9 @@ class Journal:
             finished_at=finished,
             epoch=self.lease.epoch,
         )
-        await emitter.commit(
-            lambda events, state: self.store.record_step(
-                self.lease, record, events, lease_seconds=self.lease_seconds, state=state
-            )
-        )
+        emitter.add_step(record)
+        if not lazy:
+            await self.commit()
         if failure is not None:
             raise failure
         value = pydantic_core.from_json(result_json) if result_json else None

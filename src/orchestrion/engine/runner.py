@@ -98,12 +98,10 @@ class RunExecutor:
             self._turn.cancel()
 
     async def flush(self) -> None:
-        """Write what waited (a long step's start, streamed text, a state change)."""
-        emitter = self.emitter
-        if emitter.pending:
-            await emitter.commit(
-                lambda events, state: self.store.append_events(self.lease, events, state=state)
-            )
+        """Write what waited (a long step's start, streamed text, a state change, the
+        records of read-only steps)."""
+        if self.journal is not None and self.emitter.pending:
+            await self.journal.commit()
 
     # ---- the execution -----------------------------------------------------------------
 
@@ -112,7 +110,8 @@ class RunExecutor:
         store, run = self.store, self.run
         conversation = await store.get_conversation(run.conversation_id)
         self._state = ConversationState(conversation.state)
-        history = [Message.model_validate(m) for m in await store.history(run.conversation_id)]
+        stored = await store.history(run.conversation_id) if conversation.message_count else []
+        history = [Message.model_validate(m) for m in stored]
         recorded = await store.load_steps(run.id)
         emitter = self.emitter
         emitter.reset_seq(await store.last_event_seq(run.id) + 1)
@@ -267,7 +266,7 @@ class RunExecutor:
         )
         final_state = str(self._state)
         await emitter.commit(
-            lambda events, _state: self.store.complete_run(
+            lambda pending: self.store.complete_run(
                 self.lease,
                 RunCompletion(
                     status=status,
@@ -275,7 +274,8 @@ class RunExecutor:
                     error=error,
                     new_messages=new_messages,
                     conversation_state=final_state,
-                    events=events,
+                    events=pending.events,
+                    steps=pending.steps,
                 ),
                 now=now,
             )

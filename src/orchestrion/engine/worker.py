@@ -159,11 +159,13 @@ class Worker:
         self._ensure_scheduler()
         self._wake.set()
 
-    def watch(self, run_id: str) -> RunWatch:
-        """Receive a run's events live if it executes in this process (see RunWatch)."""
+    def watch(self, run_id: str, *, events: bool = True) -> RunWatch:
+        """Receive a run's events live if it executes in this process, then how its
+        execution here ended (see RunWatch); with `events=False`, only the ending."""
         watch = RunWatch(run_id)
         self._watches.setdefault(run_id, []).append(watch)
-        self._sinks.setdefault(run_id, []).append(watch.put)
+        if events:
+            self._sinks.setdefault(run_id, []).append(watch.put)
         return watch
 
     def unwatch(self, watch: RunWatch) -> None:

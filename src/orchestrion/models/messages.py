@@ -6,10 +6,11 @@ the engine, the journal and the argument pipeline never see provider-specific sh
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrion.ids import random_hex
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -24,7 +25,7 @@ CORRECTION_AUTHOR = "orchestrion"
 def new_tool_call_id() -> str:
     """A fresh tool-call id, unique like a provider's ("call_" and 24 random hex digits):
     results are matched to calls by id, so two calls must never share one."""
-    return f"call_{secrets.token_hex(12)}"
+    return f"call_{random_hex(24)}"
 
 
 class ToolCall(BaseModel):

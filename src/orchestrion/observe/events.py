@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from orchestrion.errors import LeaseLost
-from orchestrion.store.base import EventRecord
+from orchestrion.ids import random_hex
+from orchestrion.store.base import EventRecord, StepRecord
 
 T = TypeVar("T")
 
@@ -42,11 +43,11 @@ TEXT_CHUNK_SECONDS = 0.05
 
 
 def new_trace_id() -> str:
-    return secrets.token_hex(16)
+    return random_hex(32)
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(8)}"
+    return f"{prefix}_{random_hex(16)}"
 
 
 def derived_span_id(*parts: object) -> str:
@@ -61,8 +62,20 @@ def run_span_id(run_id: str) -> str:
 
 
 Sink = Callable[[EventRecord], None]
-# A durable write of a run: its buffered events and its pending conversation state.
-Write = Callable[[list[EventRecord], str | None], Awaitable[T]]
+
+
+@dataclass(slots=True)
+class Pending:
+    """What a run's next commit carries: buffered events, the latest conversation state
+    change, and the records of read-only steps recorded lazily."""
+
+    events: list[EventRecord]
+    state: str | None
+    steps: list[StepRecord]
+
+
+# A durable write of a run: one store transaction carrying what was pending.
+Write = Callable[[Pending], Awaitable[T]]
 # Told of each batch of a run's events once the store committed it (in seq order, in the
 # process executing the run): the OpenTelemetry export. Must not raise or block.
 Committed = Callable[[list[EventRecord]], None]
@@ -79,6 +92,7 @@ class RunEmitter:
         self._buffer: list[EventRecord] = []
         self._quiet: set[int] = set()  # seqs of buffered events live readers already had
         self._state: str | None = None  # a conversation state change not yet written
+        self._steps: list[StepRecord] = []  # read-only steps recorded lazily
         self.pending_since = 0.0  # monotonic time the oldest unwritten thing appeared
         # Called when something becomes pending (the upkeep then flushes it if it waits).
         self.on_pending: Callable[[RunEmitter], None] | None = None
@@ -108,16 +122,18 @@ class RunEmitter:
         carried goes back to the buffer, except when the lease is lost (nothing may be
         written then)."""
         async with self._commit_lock:
-            events, state, quiet = self.drain()
+            pending, quiet = self.drain()
+            events = pending.events
             try:
-                result = await write(events, state)
+                result = await write(pending)
             except LeaseLost:
                 raise
             except BaseException:
                 self._buffer[:0] = events
                 self._quiet |= quiet
+                self._steps[:0] = pending.steps
                 if self._state is None:
-                    self._state = state
+                    self._state = pending.state
                 self._mark_pending()
                 raise
             for listener in self.committed:
@@ -128,18 +144,28 @@ class RunEmitter:
                         self._publish(event)
             return result
 
-    def drain(self) -> tuple[list[EventRecord], str | None, set[int]]:
-        """Take what is pending: (events, state change, seqs not to publish)."""
+    def drain(self) -> tuple[Pending, set[int]]:
+        """Take what is pending, and the seqs of its events not to publish."""
         self._close_chunk()
-        buffered, self._buffer = self._buffer, []
+        pending = Pending(self._buffer, self._state, self._steps)
+        self._buffer, self._state, self._steps = [], None, []
         quiet, self._quiet = self._quiet, set()
-        state, self._state = self._state, None
         self.pending_since = 0.0
-        return buffered, state, quiet
+        return pending, quiet
 
     @property
     def pending(self) -> bool:
-        return bool(self._buffer) or bool(self._chunk) or self._state is not None
+        return bool(self._buffer or self._chunk or self._steps) or self._state is not None
+
+    @property
+    def holds_steps(self) -> bool:
+        """Whether step records wait for the next commit."""
+        return bool(self._steps)
+
+    def add_step(self, record: StepRecord) -> None:
+        """A read-only step's record, written with the run's next commit (see Journal)."""
+        self._steps.append(record)
+        self._mark_pending()
 
     def set_state(self, state: str) -> None:
         """A conversation state change, written with the run's next commit."""
@@ -248,7 +274,7 @@ class RunEmitter:
         self._close_chunk()  # text streamed before this event keeps its place in the order
         now = time.time()
         if span_id is None:
-            span_id = secrets.token_hex(8)
+            span_id = random_hex(16)
             start = end = now if start is None else start
         start = now if start is None else start
         parent = parent_span_id

@@ -21,9 +21,12 @@ class StepAttemptJournal:
     ignores the state instead of resuming someone else's attempt count. Give a step's
     journal to its primary call; a step that makes several resilient calls in sequence
     should tag each with its pipeline name.
+
+    `fresh=True` says that no earlier owner can have attempted the step (a run that was
+    never interrupted): there is nothing to load, and `load` does not read the store.
     """
 
-    __slots__ = ("lease", "pipeline", "run_id", "seq", "store")
+    __slots__ = ("fresh", "lease", "pipeline", "run_id", "seq", "store")
 
     def __init__(
         self,
@@ -33,6 +36,7 @@ class StepAttemptJournal:
         seq: int,
         *,
         pipeline: str | None = None,
+        fresh: bool = False,
     ) -> None:
         if run_id != lease.run_id:
             raise ValueError(
@@ -43,8 +47,11 @@ class StepAttemptJournal:
         self.run_id = run_id
         self.seq = seq
         self.pipeline = pipeline
+        self.fresh = fresh
 
     async def load(self) -> AttemptState | None:
+        if self.fresh:
+            return None
         doc = await self.store.load_attempt(self.run_id, self.seq)
         if doc is None or doc.get("pipeline") != self.pipeline:
             return None

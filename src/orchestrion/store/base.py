@@ -145,6 +145,9 @@ class RunCompletion:
     new_messages: list[dict[str, Any]]
     conversation_state: str
     events: list[EventRecord]
+    # Steps recorded lazily that no commit carried yet (read-only steps), recorded in the
+    # same transaction.
+    steps: list[StepRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +448,21 @@ class Store(abc.ABC):
     async def load_steps(self, run_id: str) -> dict[int, StepRecord]: ...
 
     @abc.abstractmethod
+    async def record_steps(
+        self,
+        lease: Lease,
+        steps: Sequence[StepRecord],
+        events: list[EventRecord],
+        *,
+        lease_seconds: float,
+        state: str | None = None,
+    ) -> None:
+        """Record step results (none or more) and events in one fenced transaction: the
+        one commit a run makes per durable point. The lease is renewed to now +
+        lease_seconds when less than half of that is left. With `state`, the run's
+        conversation moves to it in the same transaction (the engine checked the
+        transition; state changes ride with the run's next commit)."""
+
     async def record_step(
         self,
         lease: Lease,
@@ -454,10 +472,8 @@ class Store(abc.ABC):
         lease_seconds: float,
         state: str | None = None,
     ) -> None:
-        """Record a step result and events in one fenced transaction. The lease is
-        renewed to finished_at + lease_seconds when less than half of that is left. With
-        `state`, the run's conversation moves to it in the same transaction (the engine
-        checked the transition; state changes ride with the run's next commit)."""
+        """Record one step result and events (see `record_steps`)."""
+        await self.record_steps(lease, [step], events, lease_seconds=lease_seconds, state=state)
 
     # ---- events -----------------------------------------------------------------------
 

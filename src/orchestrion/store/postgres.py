@@ -122,12 +122,17 @@ _STEP_COLUMNS = (
 )
 # Events of any count in one statement: one array parameter per column.
 _EVENTS_UNNEST = (
-    "unnest(%(e_run)s::text[], %(e_seq)s::bigint[], %(e_type)s::text[], %(e_name)s::text[], "
-    "%(e_trace)s::text[], %(e_span)s::text[], %(e_parent)s::text[], %(e_start)s::float8[], "
-    "%(e_end)s::float8[], %(e_latency)s::float8[], %(e_status)s::text[], "
-    "%(e_attributes)s::text[])"
+    "unnest(%(e_run)b::text[], %(e_seq)b::bigint[], %(e_type)b::text[], %(e_name)b::text[], "
+    "%(e_trace)b::text[], %(e_span)b::text[], %(e_parent)b::text[], %(e_start)b::float8[], "
+    "%(e_end)b::float8[], %(e_latency)b::float8[], %(e_status)b::text[], "
+    "%(e_attributes)b::text[])"
 )
 _EVENTS_FROM = f"{_EVENTS_UNNEST} AS e({EVENT_COLUMNS})"
+_STEPS_FROM = (
+    "unnest(%(s_run)b::text[], %(s_seq)b::bigint[], %(s_name)b::text[], %(s_status)b::text[], "
+    "%(s_result)b::text[], %(s_error)b::text[], %(s_key)b::text[], %(s_started)b::float8[], "
+    "%(s_finished)b::float8[], %(s_epoch)b::bigint[]) AS s(" + _STEP_COLUMNS + ")"
+)
 _FENCE_LOCK = (
     "SELECT id FROM runs WHERE id = %(run_id)s AND epoch = %(epoch)s AND status = 'running' "
     "FOR NO KEY UPDATE"
@@ -137,6 +142,21 @@ _FENCE_LOCK_CONVERSATION = _FENCE_LOCK.replace("SELECT id", "SELECT id, conversa
 
 def _opt_float(value: float | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _step_params(steps: Sequence[StepRecord]) -> dict[str, list[Any]]:
+    return {
+        "s_run": [st.run_id for st in steps],
+        "s_seq": [int(st.seq) for st in steps],
+        "s_name": [st.name for st in steps],
+        "s_status": [st.status for st in steps],
+        "s_result": [st.result for st in steps],
+        "s_error": [st.error for st in steps],
+        "s_key": [st.idempotency_key for st in steps],
+        "s_started": [float(st.started_at) for st in steps],
+        "s_finished": [float(st.finished_at) for st in steps],
+        "s_epoch": [int(st.epoch) for st in steps],
+    }
 
 
 def _event_params(events: Iterable[EventRecord]) -> dict[str, list[Any]]:
@@ -898,6 +918,10 @@ class PostgresStore(Store):
         dead_owner: str | None = None,
     ) -> Lease | None:
         deadline = None if turn_timeout is None else now + turn_timeout
+        if limits is None or not limits.active:
+            return await self._claim_unlimited(
+                run_id, owner, expected_epoch, now + lease_seconds, now, deadline, dead_owner
+            )
 
         async def tx(conn: Conn, ambiguous: bool) -> Lease | None:
             if ambiguous:
@@ -951,6 +975,62 @@ class PostgresStore(Store):
             return Lease(run_id=run_id, owner=owner, epoch=epoch + 1)
 
         return await self._tx(tx)
+
+    async def _claim_unlimited(
+        self,
+        run_id: str,
+        owner: str,
+        expected_epoch: int,
+        until: float,
+        now: float,
+        deadline: float | None,
+        dead_owner: str | None,
+    ) -> Lease | None:
+        """A claim without queue limits in one statement (one round trip): the same
+        checks as the limited claim, with the run row locked SKIP LOCKED."""
+        params = {
+            "id": run_id,
+            "expected": expected_epoch,
+            "owner": owner,
+            "until": until,
+            "now": now,
+            "deadline": deadline,
+            "dead": dead_owner,
+        }
+        sql = """
+            WITH target AS (
+                SELECT r.id FROM runs r
+                WHERE r.id = %(id)s AND r.epoch = %(expected)s AND (
+                    (r.status = 'queued' AND NOT EXISTS (
+                        SELECT 1 FROM runs o WHERE o.conversation_id = r.conversation_id
+                        AND o.status IN ('queued', 'running') AND o.position < r.position))
+                    OR (r.status = 'running' AND (r.lease_expires_at IS NULL
+                        OR r.lease_expires_at < %(now)s OR r.owner = %(dead)s)))
+                FOR NO KEY UPDATE SKIP LOCKED
+            )
+            UPDATE runs SET status = 'running', owner = %(owner)s, epoch = epoch + 1,
+                lease_expires_at = %(until)s, started_at = COALESCE(started_at, %(now)s),
+                deadline_at = COALESCE(deadline_at, %(deadline)s)
+            FROM target WHERE runs.id = target.id RETURNING runs.epoch
+        """
+
+        async def go(conn: Conn, ambiguous: bool) -> Lease | None:
+            if ambiguous:
+                cur = await conn.execute(
+                    "SELECT status, epoch, owner FROM runs WHERE id = %s", (run_id,)
+                )
+                if await cur.fetchone() == ("running", expected_epoch + 1, owner):
+                    return Lease(run_id=run_id, owner=owner, epoch=expected_epoch + 1)
+            cur = await conn.execute(sql, params)
+            row = await cur.fetchone()
+            if row is not None:
+                return Lease(run_id=run_id, owner=owner, epoch=int(row[0]))
+            cur = await conn.execute("SELECT 1 FROM runs WHERE id = %s", (run_id,))
+            if await cur.fetchone() is None:
+                raise NotFound(f"run {run_id!r} not found")
+            return None
+
+        return await self._tx(go, transaction=False)
 
     async def _within_limits(self, conn: Conn, limits: QueueLimits, agent: str, now: float) -> bool:
         """Whether a run of queue `agent` may start now (takes a token when it may).
@@ -1076,60 +1156,71 @@ class PostgresStore(Store):
         return await self._tx(tx)
 
     async def complete_run(self, lease: Lease, completion: RunCompletion, *, now: float) -> None:
-        async def tx(conn: Conn, ambiguous: bool) -> None:
+        added = len(completion.new_messages)
+        params: dict[str, Any] = {
+            "status": completion.status,
+            "result": dumps(completion.result),
+            "error": dumps(completion.error),
+            "now": now,
+            "run_id": lease.run_id,
+            "epoch": lease.epoch,
+            "state": completion.conversation_state,
+            "added": added,
+            "bodies": [dumps(m) for m in completion.new_messages],
+            "channel": self.channel,
+            "events_channel": self.events_channel,
+            **_step_params(completion.steps),
+            **_event_params(completion.events),
+        }
+        # One statement, one round trip: the run ends (fenced; its conversation must still
+        # exist), the conversation moves on, the history grows, the last steps and events
+        # land; then the waiting workers and readers are told.
+        sql = f"""
+            WITH done AS (
+                UPDATE runs SET status = %(status)s, result = %(result)s, error = %(error)s,
+                    finished_at = %(now)s, lease_expires_at = NULL
+                WHERE id = %(run_id)s AND epoch = %(epoch)s AND status = 'running'
+                  AND EXISTS (SELECT 1 FROM conversations c WHERE c.id = runs.conversation_id)
+                RETURNING conversation_id
+            ), conv AS (
+                UPDATE conversations c SET state = %(state)s, version = version + 1,
+                    message_count = message_count + %(added)s, updated_at = %(now)s,
+                    expires_at = %(now)s + ttl_seconds
+                FROM done WHERE c.id = done.conversation_id
+                RETURNING c.id, c.message_count - %(added)s AS base
+            ), msgs AS (
+                INSERT INTO messages (conversation_id, idx, run_id, body)
+                SELECT conv.id, conv.base + m.ord - 1, %(run_id)s, m.body
+                FROM conv, unnest(%(bodies)b::text[]) WITH ORDINALITY AS m(body, ord)
+            ), st AS (
+                INSERT INTO steps ({_STEP_COLUMNS}) SELECT s.* FROM done, {_STEPS_FROM}
+            ), ev AS (
+                INSERT INTO events ({EVENT_COLUMNS}) SELECT e.* FROM done, {_EVENTS_FROM}
+            )
+            SELECT (SELECT count(*) FROM done), pg_notify(%(channel)s, ''),
+                   {self._events_notify_sql("run_id")}
+        """
+
+        async def go(conn: Conn, ambiguous: bool) -> None:
             if ambiguous:
                 cur = await conn.execute(
                     "SELECT status, epoch FROM runs WHERE id = %s", (lease.run_id,)
                 )
                 if await cur.fetchone() == (completion.status, lease.epoch):
                     return  # the interrupted attempt committed
+            cur = await conn.execute(sql, params)
+            row = await cur.fetchone()
+            if row is not None and int(row[0]) == 1:
+                return
             cur = await conn.execute(
-                "UPDATE runs SET status = %s, result = %s, error = %s, finished_at = %s, "
-                "lease_expires_at = NULL WHERE id = %s AND epoch = %s AND status = 'running' "
-                "RETURNING conversation_id",
-                (
-                    completion.status,
-                    dumps(completion.result),
-                    dumps(completion.error),
-                    now,
-                    lease.run_id,
-                    lease.epoch,
-                ),
+                "SELECT 1 FROM runs WHERE id = %s AND epoch = %s AND status = 'running'",
+                (lease.run_id, lease.epoch),
             )
-            run_row = await cur.fetchone()
-            if run_row is None:
-                raise lease_lost(lease)
-            conversation_id = run_row[0]
-            added = len(completion.new_messages)
-            cur = await conn.execute(
-                "UPDATE conversations SET state = %s, version = version + 1, "
-                "message_count = message_count + %s, updated_at = %s, "
-                "expires_at = %s + ttl_seconds WHERE id = %s RETURNING message_count - %s",
-                (completion.conversation_state, added, now, now, conversation_id, added),
-            )
-            count_row = await cur.fetchone()
-            if count_row is None:
-                raise StoreConflict(
-                    f"conversation {conversation_id!r} of run {lease.run_id} is gone"
-                )
-            count = int(count_row[0])
-            if added:
-                await conn.execute(
-                    "INSERT INTO messages (conversation_id, idx, run_id, body) "
-                    "SELECT %s, idx, %s, body "
-                    "FROM unnest(%s::bigint[], %s::text[]) AS m(idx, body)",
-                    (
-                        conversation_id,
-                        lease.run_id,
-                        [count + i for i in range(added)],
-                        [dumps(m) for m in completion.new_messages],
-                    ),
-                )
-            await self._insert_events(conn, completion.events)
-            await self._notify(conn)  # the next run of the conversation is now claimable
-            await self._notify_events(conn, lease.run_id)
+            if await cur.fetchone() is not None:
+                raise StoreConflict(f"the conversation of run {lease.run_id} is gone")
+            raise lease_lost(lease)
 
-        await self._tx(tx)
+        await self._tx(go, transaction=False)
 
     # ---- journal ----------------------------------------------------------------------
 
@@ -1137,37 +1228,30 @@ class PostgresStore(Store):
         rows = await self._fetch(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s", (run_id,))
         return {r[1]: StepRecord(*r) for r in rows}
 
-    async def record_step(
+    async def record_steps(
         self,
         lease: Lease,
-        step: StepRecord,
+        steps: Sequence[StepRecord],
         events: list[EventRecord],
         *,
         lease_seconds: float,
         state: str | None = None,
     ) -> None:
+        now = time.time()
         params: dict[str, Any] = {
             "state": state,
-            "now": time.time(),
-            "run_id": step.run_id,
-            "epoch": lease.epoch,
+            "now": now,
             "lease_run": lease.run_id,
             "lease_epoch": lease.epoch,
-            "before": step.finished_at + lease_seconds / 2,
-            "until": step.finished_at + lease_seconds,
-            "seq": step.seq,
-            "name": step.name,
-            "status": step.status,
-            "result": step.result,
-            "error": step.error,
-            "key": step.idempotency_key,
-            "started_at": float(step.started_at),
-            "finished_at": float(step.finished_at),
-            "step_epoch": step.epoch,
+            "before": now + lease_seconds / 2,
+            "until": now + lease_seconds,
+            **_step_params(steps),
             **_event_params(events),
+            "events_channel": self.events_channel,
         }
-        # One statement, so one round trip: fence (lock the run row at this epoch, renewing
-        # the lease when less than half of it is left), insert the step and its events.
+        # One statement, so one round trip: fence (the run row at this epoch, renewing the
+        # lease when less than half of it is left), move the conversation, insert the
+        # steps and the events.
         sql = f"""
             WITH fence AS (
                 UPDATE runs SET lease_expires_at = CASE
@@ -1179,33 +1263,35 @@ class PostgresStore(Store):
                 UPDATE conversations c SET state = %(state)s::text, updated_at = %(now)s
                 FROM fence WHERE %(state)s::text IS NOT NULL AND c.id = fence.conversation_id
             ), step AS (
-                INSERT INTO steps ({_STEP_COLUMNS})
-                SELECT %(run_id)s::text, %(seq)s::bigint, %(name)s::text, %(status)s::text,
-                       %(result)s::text, %(error)s::text, %(key)s::text,
-                       %(started_at)s::float8, %(finished_at)s::float8, %(step_epoch)s::bigint
-                FROM fence
+                INSERT INTO steps ({_STEP_COLUMNS}) SELECT s.* FROM fence, {_STEPS_FROM}
             ), ev AS (
                 INSERT INTO events ({EVENT_COLUMNS}) SELECT e.* FROM fence, {_EVENTS_FROM}
             )
             SELECT (SELECT count(*) FROM fence), {self._events_notify_sql("lease_run")}
         """
-        params["events_channel"] = self.events_channel
 
         async def go(conn: Conn, ambiguous: bool) -> None:
-            if ambiguous:
-                cur = await conn.execute(
-                    f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s AND seq = %s",
-                    (step.run_id, step.seq),
-                )
-                row = await cur.fetchone()
-                if row is not None and StepRecord(*row) == step:
-                    return  # the interrupted attempt committed this very step
+            if ambiguous and await self._write_landed(conn, steps, events):
+                return  # the interrupted attempt committed
             cur = await conn.execute(sql, params)
             row = await cur.fetchone()
             if row is None or int(row[0]) != 1:
                 raise lease_lost(lease)
 
         await self._tx(go, transaction=False)
+
+    async def _write_landed(
+        self, conn: Conn, steps: Sequence[StepRecord], events: list[EventRecord]
+    ) -> bool:
+        """Whether an interrupted write of these steps and events committed."""
+        if steps:
+            cur = await conn.execute(
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s AND seq = ANY(%s)",
+                (steps[0].run_id, [st.seq for st in steps]),
+            )
+            stored = [StepRecord(*row) for row in await cur.fetchall()]
+            return all(st in stored for st in steps)
+        return bool(events) and await self._events_exist(conn, events)
 
     # ---- events -----------------------------------------------------------------------
 

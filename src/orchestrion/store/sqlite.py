@@ -137,6 +137,25 @@ def _event_rows(events: Iterable[EventRecord]) -> list[tuple[Any, ...]]:
 
 
 _INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_STEP = (
+    "INSERT INTO steps (run_id, seq, name, status, result, error, idempotency_key, "
+    "started_at, finished_at, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _step_row(step: StepRecord) -> tuple[Any, ...]:
+    return (
+        step.run_id,
+        step.seq,
+        step.name,
+        step.status,
+        step.result,
+        step.error,
+        step.idempotency_key,
+        step.started_at,
+        step.finished_at,
+        step.epoch,
+    )
 
 
 def _fence(
@@ -989,6 +1008,8 @@ class SQLiteStore(Store):
                     conversation_id,
                 ),
             )
+            if completion.steps:
+                conn.executemany(_INSERT_STEP, [_step_row(st) for st in completion.steps])
             conn.executemany(_INSERT_EVENTS, _event_rows(completion.events))
 
         await self._write(tx)
@@ -1005,38 +1026,21 @@ class SQLiteStore(Store):
         )
         return {r[1]: StepRecord(*r) for r in rows}
 
-    async def record_step(
+    async def record_steps(
         self,
         lease: Lease,
-        step: StepRecord,
+        steps: Sequence[StepRecord],
         events: list[EventRecord],
         *,
         lease_seconds: float,
         state: str | None = None,
     ) -> None:
+        now = time.time()
+
         def tx(conn: sqlite3.Connection) -> None:
-            _fence(
-                conn,
-                lease,
-                step.finished_at + lease_seconds,
-                only_if_before=step.finished_at + lease_seconds / 2,
-            )
-            conn.execute(
-                "INSERT INTO steps (run_id, seq, name, status, result, error, idempotency_key, "
-                "started_at, finished_at, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    step.run_id,
-                    step.seq,
-                    step.name,
-                    step.status,
-                    step.result,
-                    step.error,
-                    step.idempotency_key,
-                    step.started_at,
-                    step.finished_at,
-                    step.epoch,
-                ),
-            )
+            _fence(conn, lease, now + lease_seconds, only_if_before=now + lease_seconds / 2)
+            if steps:
+                conn.executemany(_INSERT_STEP, [_step_row(step) for step in steps])
             if events:
                 conn.executemany(_INSERT_EVENTS, _event_rows(events))
             if state is not None:

@@ -39,7 +39,7 @@ class OwnIds(IdGenerator):
 
     def is_trace_id_random(self) -> bool:
         if _FORCED.get() is not None:
-            return True  # orchestrion's come from secrets.token_hex
+            return True  # orchestrion's are random (orchestrion.ids)
         inner = getattr(self.inner, "is_trace_id_random", None)  # newer SDKs only
         return bool(inner()) if inner is not None else False
 
