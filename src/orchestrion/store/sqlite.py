@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import sqlite3
@@ -73,12 +74,15 @@ from orchestrion.store.rows import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("orchestrion.store")
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # How long one attempt may block the event loop waiting for another process's lock.
 _BLOCKING_BUSY_MS = 20
 # How often a waiting scheduler looks whether another connection committed.
 WORK_CHECK = 0.05
+# How often the WAL is checkpointed into the database file (off the event loop).
+CHECKPOINT_EVERY = 1.0
 # Reads of at most this many rows run on the loop; longer ones in a reader thread.
 INLINE_ROWS = 64
 # Reader threads (each with its own read-only connection): large reads beyond this many
@@ -367,6 +371,7 @@ class SQLiteStore(Store):
         self.create = create
         self._conn: sqlite3.Connection | None = None
         self._readers: _Readers | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         # Readers in this process waiting for a run's next events (see wait_for_events).
         self._event_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._work_waiters: list[asyncio.Future[None]] = []
@@ -401,11 +406,15 @@ class SQLiteStore(Store):
             sync = "NORMAL" if self.durability == "normal" else "FULL"
             conn.execute(f"PRAGMA synchronous = {sync}")
             conn.execute("PRAGMA foreign_keys = OFF")
+            # Checkpoints (copying the WAL into the file, and its fsync) happen in a
+            # background thread, not inside a commit on the event loop.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         except BaseException:
             conn.close()
             self._conn = None
             raise
         self._readers = _Readers(self.path, READER_THREADS)
+        self._checkpointer = asyncio.create_task(self._checkpoint_often())
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         # Checked again inside the write lock: another process may have created it meanwhile.
@@ -424,7 +433,29 @@ class SQLiteStore(Store):
         if app_id != SQLITE_APPLICATION_ID:
             conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
 
+    async def _checkpoint_often(self) -> None:
+        """Every CHECKPOINT_EVERY seconds, a PASSIVE checkpoint (never waits for readers or
+        writers) on a connection of its own, in a thread."""
+        uri = f"file:{quote(str(self.path.resolve()))}"
+        conn = await asyncio.to_thread(
+            sqlite3.connect, uri, uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            while True:
+                await asyncio.sleep(CHECKPOINT_EVERY)
+                try:
+                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # the next one tries again
+                    log.debug("checkpoint of %s failed: %s", self.path, exc)
+        finally:
+            await asyncio.to_thread(conn.close)
+
     async def close(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await checkpointer
         readers, self._readers = self._readers, None
         if readers is not None:
             await readers.close()
