@@ -285,13 +285,16 @@ class Orchestrion:
         """Run one turn to its end and return the answer (never raises for a failed turn:
         the result says so, with the degradation answer)."""
         run = await self.submit(agent, message, conversation=conversation, tenant=tenant)
-        return await self.wait(run.id)
+        return await self._wait(run)
 
     async def wait(self, run_id: str, *, tenant: str | None = None) -> TurnResult:
         """Have this process execute a queued run (as `events` does), wait for its end
         without collecting its events, and return its result. The end is durable when
         this returns; if the completion cannot be written, its error is raised."""
-        run = await self.store.get_run(run_id, tenant=tenant)
+        return await self._wait(await self.store.get_run(run_id, tenant=tenant))
+
+    async def _wait(self, run: RunRecord) -> TurnResult:
+        run_id = run.id
         if run.status == "queued":
             watch = self.worker.watch(run_id, events=False)
             try:

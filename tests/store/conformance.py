@@ -800,6 +800,17 @@ class StoreConformance:
             await store.record_steps(lease, [step(lease, 4)], [], lease_seconds=LEASE)
         assert cid
 
+    async def test_load_turn_reads_what_an_executor_needs(self, store: Store) -> None:
+        cid, run, lease = await running_run(store)
+        await store.record_steps(lease, [step(lease, 1)], [event(run.id, 2)], lease_seconds=LEASE)
+        turn = await store.load_turn(run.id)
+        assert turn.run == await store.get_run(run.id)
+        assert turn.conversation == await store.get_conversation(cid)
+        assert turn.steps == await store.load_steps(run.id) and list(turn.steps) == [1]
+        assert turn.last_event_seq == 2
+        with pytest.raises(NotFound):
+            await store.load_turn("run-nope")
+
     async def test_steps_are_per_run(self, store: Store) -> None:
         _, run_a, lease_a = await running_run(store)
         _, run_b, lease_b = await running_run(store)

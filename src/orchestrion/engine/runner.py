@@ -31,7 +31,14 @@ from orchestrion.models.messages import Message
 from orchestrion.observe.events import Committed, RunEmitter, Sink
 from orchestrion.resilience.deadline import deadline
 from orchestrion.resilience.shared import BreakerRegistry
-from orchestrion.store.base import EffectRecord, Lease, RunCompletion, RunRecord, Store
+from orchestrion.store.base import (
+    EffectRecord,
+    Lease,
+    RunCompletion,
+    RunRecord,
+    Store,
+    TurnState,
+)
 
 log = logging.getLogger("orchestrion.runner")
 
@@ -105,16 +112,18 @@ class RunExecutor:
 
     # ---- the execution -----------------------------------------------------------------
 
-    async def execute(self) -> Ending:
-        """Run the turn to a terminal status and return it (or "lost"/"released")."""
+    async def execute(self, loaded: TurnState | None = None) -> Ending:
+        """Run the turn to a terminal status and return it (or "lost"/"released").
+        `loaded`: what the claimer already read (else it is read here)."""
         store, run = self.store, self.run
-        conversation = await store.get_conversation(run.conversation_id)
+        loaded = loaded or await store.load_turn(run.id)
+        conversation = loaded.conversation
         self._state = ConversationState(conversation.state)
         stored = await store.history(run.conversation_id) if conversation.message_count else []
         history = [Message.model_validate(m) for m in stored]
-        recorded = await store.load_steps(run.id)
+        recorded = loaded.steps
         emitter = self.emitter
-        emitter.reset_seq(await store.last_event_seq(run.id) + 1)
+        emitter.reset_seq(loaded.last_event_seq + 1)
         journal = Journal(store, self.lease, emitter, recorded, lease_seconds=self.lease_seconds)
         journal.resumed = bool(recorded) or self.resumed
         self.journal = journal

@@ -36,7 +36,7 @@ from orchestrion.errors import LeaseLost, OrchestrionError
 from orchestrion.observe.events import Committed, RunEmitter, Sink
 from orchestrion.observe.logs import bind_run_context
 from orchestrion.resilience.shared import BreakerRegistry
-from orchestrion.store.base import EventRecord, Lease, QueueLimits, RunRecord, Store
+from orchestrion.store.base import EventRecord, Lease, QueueLimits, RunRecord, Store, TurnState
 
 log = logging.getLogger("orchestrion.worker")
 
@@ -372,9 +372,10 @@ class Worker:
         task.add_done_callback(functools.partial(self._finished, run.id))
 
     async def _execute_claimed(self, run: RunRecord, lease: Lease, resumed: bool) -> Ending:
-        # The claim changed the record (status, owner, epoch, deadline): read it back.
-        claimed = await self.store.get_run(run.id)
-        return await self.execute(claimed, lease, resumed=resumed)
+        # The claim changed the record (status, owner, epoch, deadline): read it back, with
+        # what the executor needs, at once.
+        turn = await self.store.load_turn(run.id)
+        return await self.execute(turn.run, lease, resumed=resumed, turn=turn)
 
     def _finished(self, run_id: str, task: asyncio.Task[Ending]) -> None:
         self._tasks.pop(run_id, None)
@@ -392,7 +393,13 @@ class Worker:
         self._check_settled()
 
     async def execute(
-        self, run: RunRecord, lease: Lease, *, resumed: bool, sinks: list[Sink] | None = None
+        self,
+        run: RunRecord,
+        lease: Lease,
+        *,
+        resumed: bool,
+        sinks: list[Sink] | None = None,
+        turn: TurnState | None = None,
     ) -> Ending:
         """Execute a claimed run in the calling task (the scheduler's tasks call this)."""
         live_sinks = self._sinks.setdefault(run.id, [])
@@ -417,7 +424,7 @@ class Worker:
         try:
             ids = {"conversation_id": run.conversation_id, "trace_id": run.trace_id}
             with bind_run_context(run.id, **ids):  # log lines name the run
-                return await executor.execute()
+                return await executor.execute(turn)
         finally:
             self.live.pop(run.id, None)
             self._dirty.pop(executor.emitter, None)

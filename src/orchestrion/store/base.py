@@ -150,6 +150,16 @@ class RunCompletion:
     steps: list[StepRecord] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class TurnState:
+    """What an executor reads before it runs a claimed run's turn."""
+
+    run: RunRecord
+    conversation: ConversationRecord
+    steps: dict[int, StepRecord]
+    last_event_seq: int
+
+
 @dataclass(frozen=True, slots=True)
 class QueueLimits:
     """Limits of one queue (an agent name) shared by every worker of the store, enforced
@@ -446,6 +456,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def load_steps(self, run_id: str) -> dict[int, StepRecord]: ...
+
+    async def load_turn(self, run_id: str) -> TurnState:
+        """The run, its conversation, its recorded steps and its last event seq (backends
+        read them in one round trip where they can)."""
+        run = await self.get_run(run_id)
+        return TurnState(
+            run=run,
+            conversation=await self.get_conversation(run.conversation_id),
+            steps=await self.load_steps(run_id),
+            last_event_seq=await self.last_event_seq(run_id),
+        )
 
     @abc.abstractmethod
     async def record_steps(

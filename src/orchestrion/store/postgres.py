@@ -59,6 +59,7 @@ from orchestrion.store.base import (
     RunRecord,
     StepRecord,
     Store,
+    TurnState,
     check_limit,
 )
 from orchestrion.store.migrations import POSTGRES_MIGRATIONS
@@ -138,6 +139,10 @@ _FENCE_LOCK = (
     "FOR NO KEY UPDATE"
 )
 _FENCE_LOCK_CONVERSATION = _FENCE_LOCK.replace("SELECT id", "SELECT id, conversation_id")
+
+
+def _prefixed(alias: str, columns: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
 
 
 def _opt_float(value: float | None) -> float | None:
@@ -724,60 +729,88 @@ class PostgresStore(Store):
     ) -> RunRecord:
         now = time.time()
 
-        async def tx(conn: Conn, ambiguous: bool) -> RunRecord:
+        params: dict[str, Any] = {
+            "run": run_id,
+            "cid": conversation_id,
+            "tenant": tenant,
+            "agent": agent,
+            "input": dumps(input),
+            "trace": trace_id,
+            "deadline": deadline_at,
+            "now": now,
+            "reject": busy_policy == "reject",
+            "channel": self.channel,
+            **_event_params([event]),
+        }
+
+        async def go(conn: Conn, ambiguous: bool) -> RunRecord:
             if ambiguous:
                 cur = await conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,))
                 row = await cur.fetchone()
                 if row is not None and row[1] == conversation_id:
                     return run_from_row(row)  # the interrupted attempt committed
-            if new_conversation is not None:
-                ttl = new_conversation.ttl_seconds
+            # One round trip: the statements are pipelined in one transaction, and each
+            # checks what it depends on in SQL (the answer is read once it committed).
+            async with conn.pipeline(), conn.transaction():
+                if new_conversation is not None:
+                    ttl = new_conversation.ttl_seconds
+                    await conn.execute(
+                        "INSERT INTO conversations (id, tenant, agent, state, ttl_seconds, "
+                        "created_at, updated_at, expires_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+                        "ON CONFLICT (id) DO NOTHING",
+                        (
+                            conversation_id,
+                            tenant,
+                            new_conversation.agent,
+                            new_conversation.state,
+                            ttl,
+                            now,
+                            now,
+                            now + ttl,
+                        ),
+                    )
+                # The conversation row lock orders the runs of one conversation: their
+                # positions are taken (and committed) one after another.
                 await conn.execute(
-                    "INSERT INTO conversations (id, tenant, agent, state, ttl_seconds, "
-                    "created_at, updated_at, expires_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
-                    "ON CONFLICT (id) DO NOTHING",
-                    (
-                        conversation_id,
-                        tenant,
-                        new_conversation.agent,
-                        new_conversation.state,
-                        ttl,
-                        now,
-                        now,
-                        now + ttl,
-                    ),
-                )
-            # The conversation row lock orders the runs of one conversation: their
-            # positions are taken (and committed) one after another.
-            cur = await conn.execute(
-                "SELECT tenant FROM conversations WHERE id = %s FOR NO KEY UPDATE",
-                (conversation_id,),
-            )
-            owner_tenant = await cur.fetchone()
-            if owner_tenant is None or owner_tenant[0] != tenant:
-                raise NotFound(f"conversation {conversation_id!r} not found")
-            if busy_policy == "reject":
-                cur = await conn.execute(
-                    "SELECT id FROM runs WHERE conversation_id = %s "
-                    "AND status IN ('queued','running') LIMIT 1",
+                    "SELECT 1 FROM conversations WHERE id = %s FOR NO KEY UPDATE",
                     (conversation_id,),
                 )
-                active = await cur.fetchone()
-                if active is not None:
-                    raise ConversationBusy(
-                        f"conversation {conversation_id!r} already has an active run ({active[0]})"
-                    )
-            cur = await conn.execute(
-                "INSERT INTO runs (id, conversation_id, tenant, agent, status, input, trace_id, "
-                "deadline_at, position, created_at) "
-                "VALUES (%s,%s,%s,%s,'queued',%s,%s,%s,nextval('run_positions'),%s) "
-                "RETURNING position",
-                (run_id, conversation_id, tenant, agent, dumps(input), trace_id, deadline_at, now),
-            )
-            position_row = await cur.fetchone()
-            assert position_row is not None
-            await self._insert_events(conn, [event])
-            await self._notify(conn)
+                inserted = await conn.execute(
+                    "INSERT INTO runs (id, conversation_id, tenant, agent, status, input, "
+                    "trace_id, deadline_at, position, created_at) "
+                    "SELECT %(run)s, %(cid)s, %(tenant)s, %(agent)s, 'queued', %(input)s, "
+                    "%(trace)s, %(deadline)s, nextval('run_positions'), %(now)s "
+                    "WHERE EXISTS (SELECT 1 FROM conversations "
+                    "WHERE id = %(cid)s AND tenant = %(tenant)s) "
+                    "AND (NOT %(reject)s OR NOT EXISTS (SELECT 1 FROM runs "
+                    "WHERE conversation_id = %(cid)s AND status IN ('queued', 'running'))) "
+                    "RETURNING position",
+                    params,
+                )
+                await conn.execute(
+                    f"INSERT INTO events ({EVENT_COLUMNS}) SELECT e.* FROM {_EVENTS_FROM} "
+                    "WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run)s)",
+                    params,
+                )
+                await conn.execute(
+                    "SELECT pg_notify(%(channel)s, '') "
+                    "WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run)s)",
+                    params,
+                )
+            position_row = await inserted.fetchone()
+            if position_row is None:  # refused: say why
+                cur = await conn.execute(
+                    "SELECT c.tenant, (SELECT r.id FROM runs r WHERE r.conversation_id = c.id "
+                    "AND r.status IN ('queued', 'running') LIMIT 1) "
+                    "FROM conversations c WHERE c.id = %s",
+                    (conversation_id,),
+                )
+                found = await cur.fetchone()
+                if found is None or found[0] != tenant:
+                    raise NotFound(f"conversation {conversation_id!r} not found")
+                raise ConversationBusy(
+                    f"conversation {conversation_id!r} already has an active run ({found[1]})"
+                )
             return RunRecord(
                 id=run_id,
                 conversation_id=conversation_id,
@@ -791,7 +824,7 @@ class PostgresStore(Store):
                 deadline_at=deadline_at,
             )
 
-        return await self._tx(tx)
+        return await self._tx(go, transaction=False)
 
     async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
         rows = await self._fetch(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,))
@@ -1223,6 +1256,36 @@ class PostgresStore(Store):
         await self._tx(go, transaction=False)
 
     # ---- journal ----------------------------------------------------------------------
+
+    async def load_turn(self, run_id: str) -> TurnState:
+        async def go(conn: Conn, _ambiguous: bool) -> TurnState:
+            # Three reads, one round trip.
+            async with conn.pipeline():
+                run_cur = await conn.execute(
+                    f"SELECT {_prefixed('r', RUN_COLUMNS)}, {_prefixed('c', CONVERSATION_COLUMNS)} "
+                    "FROM runs r JOIN conversations c ON c.id = r.conversation_id "
+                    "WHERE r.id = %s",
+                    (run_id,),
+                )
+                steps_cur = await conn.execute(
+                    f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s", (run_id,)
+                )
+                seq_cur = await conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = %s", (run_id,)
+                )
+            row = await run_cur.fetchone()
+            if row is None:
+                raise NotFound(f"run {run_id!r} not found")
+            width = len(RUN_COLUMNS.split(","))
+            seq_row = await seq_cur.fetchone()
+            return TurnState(
+                run=run_from_row(row[:width]),
+                conversation=conversation_from_row(row[width:]),
+                steps={r[1]: StepRecord(*r) for r in await steps_cur.fetchall()},
+                last_event_seq=int(seq_row[0]) if seq_row else 0,
+            )
+
+        return await self._tx(go, transaction=False)
 
     async def load_steps(self, run_id: str) -> dict[int, StepRecord]:
         rows = await self._fetch(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = %s", (run_id,))
