@@ -17,8 +17,11 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import signal
 import sqlite3
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from orchestrion import Agent, ScriptedModel, Tool, call, say, tool
+from orchestrion import Agent, Orchestrion, ScriptedModel, Tool, call, say, tool
 from orchestrion.store import open_store
 from orchestrion.store.base import Store
 from orchestrion.store.sqlite import SQLiteStore
@@ -291,6 +294,64 @@ def pg_schemas(conninfo: str) -> Iterator[Callable[[str], str]]:
     finally:
         for schema in named:
             pg_drop_schema(conninfo, schema)
+
+
+# ---- demo turns drained by worker processes (PostgreSQL) ---------------------------------
+
+
+async def submit_demo_turns(url: str, turns: int) -> None:
+    """Queue `turns` turns of the demo agent, four per conversation."""
+    from orchestrion.demo.support import support_agent
+
+    async with Orchestrion(url, agents=[support_agent()]) as orx:
+        for i in range(turns):
+            await orx.submit(
+                "support",
+                f"I'm customer 42, turn {i}: move me to Friday {i % 12}:00",
+                conversation=f"bench-{i % max(1, turns // 4)}",
+            )
+
+
+def start_workers(url: str, workers: int, *extra: str) -> list[subprocess.Popen[bytes]]:
+    cli = str(Path(sys.executable).parent / "orchestrion")
+    return [
+        subprocess.Popen(
+            [cli, "--store", url, "worker", *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(workers)
+    ]
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_finished(conninfo: str, schema: str, turns: int, workers: int) -> float:
+    """Turns per second from the first claim to the last completion of `turns` runs (store
+    timestamps, so process start-up is not counted); waits until all have ended."""
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                f'SELECT count(*), min(started_at), max(finished_at) FROM "{schema}".runs '
+                "WHERE status IN ('succeeded', 'failed', 'cancelled')"
+            ).fetchone()
+            assert row is not None
+            if row[0] == turns:
+                return float(turns / (row[2] - row[1]))
+            time.sleep(0.05)
+    raise RuntimeError(f"{turns} turns did not finish on {workers} worker(s)")
 
 
 # ---- statistics ----------------------------------------------------------------------------

@@ -25,8 +25,6 @@ fleet's scaling against the server's commit rate, see `bench fleet`).
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -286,68 +284,14 @@ async def _public_api_postgres(
     return results
 
 
-async def _pg_submit(url: str, turns: int) -> None:
-    from orchestrion.demo.support import support_agent
-
-    async with Orchestrion(url, agents=[support_agent()]) as orx:
-        for i in range(turns):
-            await orx.submit(
-                "support",
-                f"I'm customer 42, turn {i}: move me to Friday {i % 12}:00",
-                conversation=f"bench-{i % max(1, turns // 4)}",
-            )
-
-
-def start_workers(url: str, workers: int, *extra: str) -> list[subprocess.Popen[bytes]]:
-    cli = str(Path(sys.executable).parent / "orchestrion")
-    return [
-        subprocess.Popen(
-            [cli, "--store", url, "worker", *extra],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(workers)
-    ]
-
-
-def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_finished(conninfo: str, schema: str, turns: int, workers: int) -> float:
-    """Turns per second from the first claim to the last completion of `turns` runs (store
-    timestamps, so process start-up is not counted); waits until all have ended."""
-    import psycopg
-
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                f'SELECT count(*), min(started_at), max(finished_at) FROM "{schema}".runs '
-                "WHERE status IN ('succeeded', 'failed', 'cancelled')"
-            ).fetchone()
-            assert row is not None
-            if row[0] == turns:
-                return float(turns / (row[2] - row[1]))
-            time.sleep(0.05)
-    raise RuntimeError(f"{turns} turns did not finish on {workers} worker(s)")
-
-
 def _pg_turns_per_second(url: str, conninfo: str, schema: str, workers: int, turns: int) -> float:
     """Queue `turns` demo turns, then let `workers` worker processes run them."""
-    asyncio.run(_pg_submit(url, turns))
-    procs = start_workers(url, workers, "--concurrency", "4")
+    asyncio.run(w.submit_demo_turns(url, turns))
+    procs = w.start_workers(url, workers, "--concurrency", "4")
     try:
-        return wait_finished(conninfo, schema, turns, workers)
+        return w.wait_finished(conninfo, schema, turns, workers)
     finally:
-        stop_workers(procs)
+        w.stop_workers(procs)
 
 
 def run_postgres(url: str, quick: bool = False) -> dict[str, Any]:
