@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -279,20 +279,26 @@ def pg_drop_schema(conninfo: str, schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+class Schemas:
+    """Names throwaway schemas `{prefix}_{suffix}`; `pg_schemas` drops them all."""
+
+    def __init__(self) -> None:
+        self.prefix = pg_prefix()
+        self.named: list[str] = []
+
+    def __call__(self, suffix: str) -> str:
+        self.named.append(f"{self.prefix}_{suffix}")
+        return self.named[-1]
+
+
 @contextmanager
-def pg_schemas(conninfo: str) -> Iterator[Callable[[str], str]]:
-    """Yields `name(suffix) -> schema name`; every schema named is dropped at the end."""
-    prefix = pg_prefix()
-    named: list[str] = []
-
-    def name(suffix: str) -> str:
-        named.append(f"{prefix}_{suffix}")
-        return named[-1]
-
+def pg_schemas(conninfo: str) -> Iterator[Schemas]:
+    """Yields a `Schemas`; every schema it named is dropped at the end."""
+    schemas = Schemas()
     try:
-        yield name
+        yield schemas
     finally:
-        for schema in named:
+        for schema in schemas.named:
             pg_drop_schema(conninfo, schema)
 
 

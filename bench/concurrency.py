@@ -142,6 +142,7 @@ def run(quick: bool = False, store: str | None = None) -> dict[str, Any]:
         conninfo, _schema, where = parse_postgres_url(store)
         with w.pg_schemas(conninfo) as schema:
             result = asyncio.run(_burst(w.pg_schema_url(store, schema("burst")), turns))
+        result["throwaway_prefix"] = schema.prefix
         result.update(store="postgresql", where=f"PostgreSQL at {where} (a throwaway schema)")
     else:
         near = w.sqlite_folder(store, "concurrency")

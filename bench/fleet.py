@@ -147,6 +147,7 @@ def run(quick: bool = False, store: str | None = None) -> dict[str, Any]:
     conninfo, _schema, where = parse_postgres_url(store)
     results: dict[str, Any] = {"server": where, "turns": turns, "worker_counts": list(counts)}
     with w.pg_schemas(conninfo) as schema:
+        results["throwaway_prefix"] = schema.prefix
         per_turn = asyncio.run(
             _commits_per_demo_turn(w.pg_schema_url(store, schema("count")), counted)
         )

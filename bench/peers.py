@@ -508,7 +508,7 @@ async def _sqlite_peers(base: Path, quick: bool) -> dict[str, Any]:
 
 
 async def _postgres_peers(
-    url: str, conninfo: str, schema: Callable[[str], str], quick: bool
+    url: str, conninfo: str, schema: w.Schemas, quick: bool
 ) -> dict[str, Any]:
     raw = w.RawPostgresCommit(conninfo, schema("raw"))
     langgraph = LangGraphPostgres(conninfo, schema("langgraph"))
@@ -537,6 +537,7 @@ def run(quick: bool = False, store: str | None = None) -> dict[str, Any]:
         conninfo, _schema, where = parse_postgres_url(store)
         with w.pg_schemas(conninfo) as schema:
             result = asyncio.run(_postgres_peers(store, conninfo, schema, quick))
+        result["throwaway_prefix"] = schema.prefix
         result["store"] = "postgresql"
         lines = _table(
             result, f"PostgreSQL at {where} (throwaway schemas)", "raw single-row INSERT commit"

@@ -309,6 +309,7 @@ def run_postgres(url: str, quick: bool = False) -> dict[str, Any]:
         "turns": turns,
     }
     with w.pg_schemas(conninfo) as schema:
+        results["throwaway_prefix"] = schema.prefix
         raw_base = w.RawPostgresCommit(conninfo, schema("raw"))
         try:
             api_url = w.pg_schema_url(url, schema("api"))

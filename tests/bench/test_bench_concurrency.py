@@ -1,0 +1,23 @@
+"""`bench concurrency --quick` runs on both stores and reports latency, throughput, loop
+lag and memory (numbers are reported, never asserted on time)."""
+
+from __future__ import annotations
+
+from tests.bench.support import leftover_schemas, load
+
+
+def test_concurrency_benchmark_runs_quick(store_url: str) -> None:
+    result = load("concurrency").run(quick=True, store=store_url)
+    assert result["turns"] == 50
+    assert result["simulated_ms_per_turn"] == 640.0  # 3 x 200 ms model + 2 x 20 ms tools
+    assert result["added_ms_p50"] <= result["added_ms_p99"] <= result["added_ms_max"]
+    assert result["turns_per_s"] > 0 and result["commits_per_s"] > 0
+    assert result["commits_per_turn"] >= 1
+    assert result["rss_peak_mb"] > 0
+    lines = result["lines"]
+    assert len(lines) == 7 and "target (issue 12): added p99 <= 50 ms" in lines[3]
+    if store_url.startswith("postgresql://"):
+        assert result["store"] == "postgresql"
+        assert leftover_schemas(result["throwaway_prefix"]) == []
+    else:
+        assert result["store"] == "sqlite"
