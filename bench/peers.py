@@ -94,12 +94,19 @@ class System:
     async def count(self, turns: int) -> dict[str, float]:
         """Medians per turn: "commits" (write commits) and, where known, "rows"."""
         per_turn: dict[str, list[float]] = {}
-        for _ in range(turns):
-            before = self.counters()
-            await self.turn()
-            for key, value in self.counters().items():
-                per_turn.setdefault(key, []).append(value - before[key])
+        self.counting(True)  # not while timed: a counter costs a little per statement
+        try:
+            for _ in range(turns):
+                before = self.counters()
+                await self.turn()
+                for key, value in self.counters().items():
+                    per_turn.setdefault(key, []).append(value - before[key])
+        finally:
+            self.counting(False)
         return {key: w.median(values) for key, values in per_turn.items()}
+
+    def counting(self, on: bool) -> None:
+        raise NotImplementedError
 
     def counters(self) -> dict[str, int]:
         raise NotImplementedError
@@ -122,7 +129,6 @@ class OrchestrionSystem(System):
 
     async def open(self) -> OrchestrionSystem:
         await self.orx.open()
-        self.counter = w.StoreCounter(self.orx.store).install()
         if self.postgres:
             self.fsync = "PostgreSQL: every commit flushes the WAL (synchronous_commit)"
         else:
@@ -143,6 +149,12 @@ class OrchestrionSystem(System):
         if result.status != "succeeded" or result.answer != w.ANSWER:
             raise RuntimeError(f"an orchestrion turn ended {result.status}: {result.error}")
 
+    def counting(self, on: bool) -> None:
+        if on:
+            self.counter = w.StoreCounter(self.orx.store).install()
+        elif self.counter is not None:
+            self.counter.remove()
+
     def counters(self) -> dict[str, int]:
         assert self.counter is not None
         if self.counter.sqlite:
@@ -150,8 +162,6 @@ class OrchestrionSystem(System):
         return {"commits": self.counter.writes}
 
     async def close(self) -> None:
-        if self.counter is not None:
-            self.counter.remove()
         await self.orx.close()
 
 
@@ -229,7 +239,6 @@ class LangGraphSQLite:
         self.saver = SqliteSaver(self.conn)
         self.saver.setup()
         self.commits = 0
-        self.conn.set_trace_callback(self._trace)
         mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
         sync = self.conn.execute("PRAGMA synchronous").fetchone()[0]
         level = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(sync, str(sync))
@@ -243,6 +252,9 @@ class LangGraphSQLite:
 
     def systems(self) -> list[System]:
         return [_CountedLangGraph(self, mode) for mode in ("async", "sync")]
+
+    def counting(self, on: bool) -> None:
+        self.conn.set_trace_callback(self._trace if on else None)
 
     def counters(self) -> dict[str, int]:
         return {"commits": self.commits, "rows": self.conn.total_changes}
@@ -264,6 +276,7 @@ class LangGraphPostgres:
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
         self.commits = 0
+        self.on = False
         self.conn = psycopg.connect(
             conninfo,
             autocommit=True,
@@ -279,13 +292,16 @@ class LangGraphPostgres:
 
     def _counted(self, method: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
-            self.commits += 1
+            self.commits += self.on
             return method(*args, **kwargs)
 
         return counted
 
     def systems(self) -> list[System]:
         return [_CountedLangGraph(self, mode) for mode in ("async", "sync")]
+
+    def counting(self, on: bool) -> None:
+        self.on = on
 
     def counters(self) -> dict[str, int]:
         return {"commits": self.commits}
@@ -299,6 +315,9 @@ class _CountedLangGraph(LangGraphSystem):
         name = "SqliteSaver" if isinstance(store, LangGraphSQLite) else "PostgresSaver"
         super().__init__(store.saver, durability, name, store.fsync)
         self.store = store
+
+    def counting(self, on: bool) -> None:
+        self.store.counting(on)
 
     def counters(self) -> dict[str, int]:
         return self.store.counters()
@@ -357,12 +376,14 @@ class DBOSSystem(System):
         self.rows = 0
         self._wrote: set[int] = set()
         self._changes: dict[int, int] = {}
-        sa.event.listen(engine, "after_cursor_execute", self._after_execute)
-        sa.event.listen(engine, "commit", self._commit)
-        sa.event.listen(engine, "rollback", lambda conn: self._wrote.discard(id(conn)))
+        self._engine = engine
+        self._listeners: list[tuple[str, Callable[..., None]]] = [
+            ("after_cursor_execute", self._after_execute),
+            ("commit", self._commit),
+            ("rollback", self._rollback),
+        ]
         if self.sqlite:
-            sa.event.listen(engine, "checkout", self._checkout)
-            sa.event.listen(engine, "checkin", self._checkin)
+            self._listeners += [("checkout", self._checkout), ("checkin", self._checkin)]
             with engine.connect() as conn:
                 mode = conn.execute(sa.text("PRAGMA journal_mode")).scalar()
                 sync = conn.execute(sa.text("PRAGMA synchronous")).scalar()
@@ -378,6 +399,15 @@ class DBOSSystem(System):
     def _after_execute(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if _is_write(statement):
             self._wrote.add(id(conn))
+
+    def counting(self, on: bool) -> None:
+        import sqlalchemy as sa
+
+        for name, listener in self._listeners:
+            (sa.event.listen if on else sa.event.remove)(self._engine, name, listener)
+
+    def _rollback(self, conn: Any) -> None:
+        self._wrote.discard(id(conn))
 
     def _commit(self, conn: Any) -> None:
         if id(conn) in self._wrote:
