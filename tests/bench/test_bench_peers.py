@@ -4,7 +4,6 @@ the extra the command says how to install it."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -13,18 +12,8 @@ import pytest
 from tests.bench.support import leftover_schemas, load
 from tests.cli.helpers import REPO, env
 
-EXTRA = ("langgraph", "langgraph.checkpoint.sqlite", "langgraph.checkpoint.postgres", "dbos")
-
-
-def _extra_installed() -> bool:
-    try:
-        return all(importlib.util.find_spec(name) is not None for name in EXTRA)
-    except ModuleNotFoundError:
-        return False
-
-
 needs_extra = pytest.mark.skipif(
-    not _extra_installed(),
+    bool(load("peers").missing_extra()),
     reason="the bench extra is not installed (pip install -e '.[bench]'): LangGraph and DBOS",
 )
 
