@@ -1,36 +1,156 @@
-"""Microseconds per durable step, next to a raw SQLite WAL commit in the same process.
+"""What a durable step costs: first through the public API, then the journal alone.
 
-A durable step here is what the engine does for every journaled step: consult the
-journal, run the (no-op) function, and commit the step record with its span event and
-the lease renewal in one fenced transaction.
+1. The public-API figure (issues 12 and 19), the one to quote: `Orchestrion.send` of an
+   `Agent` whose `ScriptedModel` calls an async no-op `@tool` 10 times in sequence, then
+   answers (11 model steps, 10 tool steps per turn), every setting default, a new
+   conversation per turn. Reported as µs per tool call (turn time / 10) at durability
+   `normal` and `full`, each next to a raw SQLite WAL commit (a single-row INSERT) at the
+   same `synchronous` level, measured in the same process in interleaved repetitions
+   (medians; the ratio is the median of the per-repetition ratios). Then, from a few more
+   turns with counters installed (not timed): commits per turn (COMMIT statements on the
+   store's connection), rows changed per turn, store write calls per turn and events per
+   turn.
+2. Inner figure: `Journal.step` alone (consult the journal, run a no-op, commit the step
+   record with its span event and the lease renewal), next to the same raw commit. It is
+   a component's cost, not comparable with any end-to-end figure.
 
 With `store="postgresql://..."` (`orchestrion bench steps --store postgresql://...`) it
-measures the PostgreSQL backend instead, in throwaway schemas of that database: µs per
-durable step next to a raw single-row INSERT commit on the same server, and turns per
-second of the demo agent with 1, 2 and 4 `orchestrion worker` processes.
+measures the PostgreSQL backend, in throwaway schemas of that database it drops: the same
+public-API figure next to a raw single-row INSERT commit on the same server (commits
+counted as store write calls, each one transaction), then the journal alone, then turns
+per second of the demo agent with 1, 2 and 4 `orchestrion worker` processes (for the
+fleet's scaling against the server's commit rate, see `bench fleet`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from orchestrion import Orchestrion
 from orchestrion.engine.journal import Journal, StepInfo
 from orchestrion.observe.events import RunEmitter, new_trace_id, run_span_id
-from orchestrion.store import open_store
 from orchestrion.store.base import EventRecord, Store
 from orchestrion.store.sqlite import SQLiteStore
 
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # the CLI loads benchmarks by path: let them find _workload
+    sys.path.insert(0, _HERE)
+import _workload as w  # noqa: E402
+
 STEPS_PER_DEMO_TURN = 6
+DURABILITIES = (("normal", "NORMAL"), ("full", "FULL"))
+
+
+# ---- 1. the public API ---------------------------------------------------------------------
+
+
+def _sizes(quick: bool) -> tuple[int, int, int, int]:
+    """(repetitions, turns per repetition, raw commits per repetition, counted turns)"""
+    return (2, 2, 20, 2) if quick else (5, 40, 400, 5)
+
+
+async def _turns_us_per_tool_call(orx: Orchestrion, turns: int) -> float:
+    start = time.perf_counter()
+    for _ in range(turns):
+        result = await orx.send(w.AGENT, "go")
+        if result.status != "succeeded" or result.answer != w.ANSWER:
+            raise RuntimeError(f"a benchmark turn ended {result.status}: {result.error}")
+    return (time.perf_counter() - start) / turns / w.TOOL_CALLS * 1e6
+
+
+async def _count_turns(orx: Orchestrion, turns: int) -> dict[str, float]:
+    """Medians per turn of what the store was made to write (counters installed, so these
+    turns are not timed)."""
+    counter = w.StoreCounter(orx.store).install()
+    per_turn: dict[str, list[float]] = {"commits": [], "rows": [], "writes": [], "events": []}
+    try:
+        for _ in range(turns):
+            writes, commits, rows = counter.snapshot()
+            result = await orx.send(w.AGENT, "go")
+            per_turn["writes"].append(counter.writes - writes)
+            per_turn["commits"].append(counter.commits - commits)
+            per_turn["rows"].append(counter.rows - rows)
+            per_turn["events"].append(len(await orx.store.read_events(result.run_id)))
+    finally:
+        counter.remove()
+    medians = {key: w.median(values) for key, values in per_turn.items()}
+    if not counter.sqlite:
+        del medians["commits"], medians["rows"]
+    return medians
+
+
+async def _public_api_sqlite(base: Path, quick: bool) -> dict[str, Any]:
+    reps, turns, raw_commits, counted = _sizes(quick)
+    results: dict[str, Any] = {}
+    orxs = {
+        d: Orchestrion(
+            f"sqlite:///{base / f'api-{d}.db'}", agents=[w.sequential_agent()], durability=d
+        )
+        for d, _ in DURABILITIES
+    }
+    raws = {d: w.RawSQLiteCommit(base / f"raw-{d}.db", sync) for d, sync in DURABILITIES}
+    try:
+        for orx in orxs.values():
+            await orx.open()
+            await _turns_us_per_tool_call(orx, 2)  # warm up: imports, schemas, caches
+        api: dict[str, list[float]] = {d: [] for d in orxs}
+        raw: dict[str, list[float]] = {d: [] for d in orxs}
+        for rep in range(reps):
+            order = list(orxs) if rep % 2 == 0 else list(reversed(orxs))
+            for d in order:
+                api[d].append(await _turns_us_per_tool_call(orxs[d], turns))
+                raw[d].append(raws[d].measure(raw_commits))
+        for d in orxs:
+            ratios = [a / r for a, r in zip(api[d], raw[d], strict=True)]
+            results[f"api_us_per_tool_call_{d}"] = round(w.median(api[d]), 1)
+            results[f"api_raw_commit_us_{d}"] = round(w.median(raw[d]), 1)
+            results[f"api_ratio_{d}"] = round(w.median(ratios), 2)
+            for key, value in (await _count_turns(orxs[d], counted)).items():
+                results[f"api_{key}_per_turn_{d}"] = value
+    finally:
+        for orx in orxs.values():
+            await orx.close()
+        for r in raws.values():
+            r.close()
+    results.update(api_turns=reps * turns, api_repetitions=reps, api_counted_turns=counted)
+    return results
+
+
+def _api_header(results: dict[str, Any]) -> list[str]:
+    return [
+        "public API: Orchestrion.send, an Agent whose ScriptedModel calls an async no-op @tool "
+        f"{w.TOOL_CALLS} times in sequence, then answers; defaults, a new conversation per turn",
+        f"  {results['api_turns']} timed turns in {results['api_repetitions']} repetitions "
+        "interleaved with the raw commits; medians; counts are medians of "
+        f"{results['api_counted_turns']} more turns with counters installed",
+    ]
+
+
+def _public_api_lines(results: dict[str, Any], where: str) -> list[str]:
+    lines = [
+        *_api_header(results),
+        f"  in temporary SQLite files in {where}",
+        f"  {'durability':10} {'µs/tool call':>12} {'raw WAL commit µs':>18} {'ratio':>7} "
+        f"{'commits/turn':>13} {'rows/turn':>10} {'events/turn':>12}",
+    ]
+    for d, _ in DURABILITIES:
+        lines.append(
+            f"  {d:10} {results[f'api_us_per_tool_call_{d}']:>12.1f} "
+            f"{results[f'api_raw_commit_us_{d}']:>18.1f} {results[f'api_ratio_{d}']:>7.2f} "
+            f"{results[f'api_commits_per_turn_{d}']:>13g} {results[f'api_rows_per_turn_{d}']:>10g} "
+            f"{results[f'api_events_per_turn_{d}']:>12g}"
+        )
+    verdict = "met" if results["api_us_per_tool_call_normal"] <= 150 else "NOT met"
+    lines.append(f"  target (issue 12): <= 150 µs per tool call at durability normal: {verdict}")
+    return lines
+
+
+# ---- 2. inner figure: the journal alone ----------------------------------------------------
 
 
 async def _noop(info: StepInfo) -> None:
@@ -86,162 +206,92 @@ async def _steps_on(store: Store, steps: int) -> float:
         await store.close()
 
 
-def _raw_commit(path: Path, synchronous: str, commits: int) -> float:
-    """µs per single-row INSERT committed on its own, WAL mode."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
-    conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-    payload = "x" * 200
-    start = time.perf_counter()
-    for _ in range(commits):
-        conn.execute("BEGIN")
-        conn.execute("INSERT INTO t (v) VALUES (?)", (payload,))
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return elapsed / commits * 1e6
+def _journal_sqlite(base: Path, quick: bool) -> dict[str, Any]:
+    steps = 50 if quick else 2000
+    repeats = 1 if quick else 3
+    results: dict[str, Any] = {"steps_per_run": steps, "repeats": repeats}
+    for durability, sync in DURABILITIES:
+        step: list[float] = []
+        raw: list[float] = []
+        for rep in range(repeats):
+            db = base / f"steps-{durability}-{rep}.db"
+            step.append(asyncio.run(_steps_per_run(db, durability, steps)))
+            baseline = w.RawSQLiteCommit(base / f"raw-inner-{durability}.db", sync)
+            raw.append(baseline.measure(steps))
+            baseline.close()
+        results[f"step_us_{durability}"] = round(w.median(step), 1)
+        results[f"raw_commit_us_{durability}"] = round(w.median(raw), 1)
+        results[f"ratio_{durability}"] = round(w.median(step) / w.median(raw), 2)
+    return results
+
+
+def _journal_lines(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "inner figure (a component, not comparable with end-to-end figures): Journal.step "
+        f"alone, runs of {results['steps_per_run']} no-op steps, median of {results['repeats']}",
+        f"  {'durability':10} {'step µs':>12} {'raw WAL commit µs':>18} {'ratio':>7}",
+    ]
+    for d, _ in DURABILITIES:
+        lines.append(
+            f"  {d:10} {results[f'step_us_{d}']:>12.1f} "
+            f"{results[f'raw_commit_us_{d}']:>18.1f} {results[f'ratio_{d}']:>7.2f}"
+        )
+    return lines
 
 
 def run(quick: bool = False, store: str | None = None) -> dict[str, Any]:
-    if store is not None and store.startswith(("postgresql://", "postgres://")):
+    if w.is_postgres(store):
+        assert store is not None
         return run_postgres(store, quick=quick)
-    near = None  # SQLite: throwaway files in the folder of the given store (its disk)
-    if store is not None:
-        sqlite_store = open_store(store)  # refuses a malformed URL
-        if not isinstance(sqlite_store, SQLiteStore):
-            raise ValueError(f"bench steps measures sqlite or postgresql://, not {store!r}")
-        near = sqlite_store.path.resolve().parent
-        if not near.is_dir():
-            raise ValueError(f"bench steps: folder {near} of {store} does not exist")
-    steps = 50 if quick else 2000
-    repeats = 1 if quick else 3
+    near = w.sqlite_folder(store, "steps")
     with tempfile.TemporaryDirectory(prefix="orchestrion-bench-", dir=near) as folder:
         base = Path(folder)
-        results: dict[str, Any] = {"steps_per_run": steps, "repeats": repeats}
-        for durability, sync in (("normal", "NORMAL"), ("full", "FULL")):
-            step_us = min(
-                asyncio.run(_steps_per_run(base / f"steps-{durability}.db", durability, steps))
-                for _ in range(repeats)
-            )
-            raw_us = min(
-                _raw_commit(base / f"raw-{durability}.db", sync, steps) for _ in range(repeats)
-            )
-            results[f"step_us_{durability}"] = round(step_us, 1)
-            results[f"raw_commit_us_{durability}"] = round(raw_us, 1)
-            results[f"ratio_{durability}"] = round(step_us / raw_us, 2)
-    lines = [
-        f"durable steps: runs of {steps} no-op steps, best of {repeats}, in one process, "
-        f"in temporary SQLite files in {near or tempfile.gettempdir()}",
-        f"{'durability':12} {'step (µs)':>10} {'raw WAL commit (µs)':>20} {'ratio':>7}",
-    ]
-    for durability in ("normal", "full"):
-        lines.append(
-            f"{durability:12} {results[f'step_us_{durability}']:>10.1f} "
-            f"{results[f'raw_commit_us_{durability}']:>20.1f} "
-            f"{results[f'ratio_{durability}']:>7.2f}"
-        )
-    verdict = "met" if results["step_us_normal"] <= 100 else "NOT met"
-    lines.append(f"target: <= 100 µs per step with durability normal: {verdict}")
-    results["lines"] = lines
+        results = asyncio.run(_public_api_sqlite(base, quick))
+        results.update(_journal_sqlite(base, quick))
+    where = str(near or tempfile.gettempdir())
+    results["lines"] = _public_api_lines(results, where) + _journal_lines(results)
     return results
 
 
 # ---- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _pg_url(url: str, schema: str) -> str:
-    """The same server and database, another schema."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "schema"] + [("schema", schema)]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
-
-
-def _pg_drop(conninfo: str, schema: str) -> None:
-    import psycopg
-
-    try:
-        conn = psycopg.connect(conninfo, autocommit=True)
-    except psycopg.OperationalError:
-        return  # the server cannot be reached: nothing was created there either
-    with conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = %s AND pid <> pg_backend_pid()",
-            (f"orchestrion/{schema}",),
-        )
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-def _pg_raw_commit(conninfo: str, schema: str, commits: int) -> float:
-    """µs per single-row INSERT committed on its own (autocommit), same server."""
-    import psycopg
-
-    payload = "x" * 200
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        conn.execute(f'CREATE TABLE "{schema}".t (k BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)')
-        insert = f'INSERT INTO "{schema}".t (v) VALUES (%s)'
-        for _ in range(10):  # let the statement be prepared, like the store's are
-            conn.execute(insert, (payload,))
-        start = time.perf_counter()
-        for _ in range(commits):
-            conn.execute(insert, (payload,))
-        elapsed = time.perf_counter() - start
-    return elapsed / commits * 1e6
-
-
-async def _pg_submit(url: str, turns: int) -> None:
-    from orchestrion import Orchestrion
-    from orchestrion.demo.support import support_agent
-
-    async with Orchestrion(url, agents=[support_agent()]) as orx:
-        for i in range(turns):
-            await orx.submit(
-                "support",
-                f"I'm customer 42, turn {i}: move me to Friday {i % 12}:00",
-                conversation=f"bench-{i % max(1, turns // 4)}",
-            )
+async def _public_api_postgres(
+    url: str, raw_base: w.RawPostgresCommit, quick: bool
+) -> dict[str, Any]:
+    reps, turns, raw_commits, counted = _sizes(quick)
+    api: list[float] = []
+    raw: list[float] = []
+    async with Orchestrion(url, agents=[w.sequential_agent()]) as orx:
+        await _turns_us_per_tool_call(orx, 2)  # warm up
+        for rep in range(reps):
+            if rep % 2:
+                raw.append(raw_base.measure(raw_commits))
+            api.append(await _turns_us_per_tool_call(orx, turns))
+            if not rep % 2:
+                raw.append(raw_base.measure(raw_commits))
+        counts = await _count_turns(orx, counted)
+    results: dict[str, Any] = {
+        "api_us_per_tool_call_postgres": round(w.median(api), 1),
+        "api_raw_commit_us_postgres": round(w.median(raw), 1),
+        "api_ratio_postgres": round(w.median([a / r for a, r in zip(api, raw, strict=True)]), 2),
+        "api_turns": reps * turns,
+        "api_repetitions": reps,
+        "api_counted_turns": counted,
+    }
+    for key, value in counts.items():
+        results[f"api_{key}_per_turn_postgres"] = value
+    return results
 
 
 def _pg_turns_per_second(url: str, conninfo: str, schema: str, workers: int, turns: int) -> float:
-    """Queue `turns` demo turns, then let `workers` worker processes run them; turns per
-    second from the first claim to the last completion (store timestamps, so process
-    start-up is not counted)."""
-    import psycopg
-
-    asyncio.run(_pg_submit(url, turns))
-    cli = str(Path(sys.executable).parent / "orchestrion")
-    procs = [
-        subprocess.Popen(
-            [cli, "--store", url, "worker", "--concurrency", "4"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(workers)
-    ]
+    """Queue `turns` demo turns, then let `workers` worker processes run them."""
+    asyncio.run(w.submit_demo_turns(url, turns))
+    procs = w.start_workers(url, workers, "--concurrency", "4")
     try:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                row = conn.execute(
-                    f'SELECT count(*), min(started_at), max(finished_at) FROM "{schema}".runs '
-                    "WHERE status IN ('succeeded', 'failed', 'cancelled')"
-                ).fetchone()
-                assert row is not None
-                if row[0] == turns:
-                    return float(turns / (row[2] - row[1]))
-                time.sleep(0.02)
-            raise RuntimeError(f"{turns} turns did not finish on {workers} worker(s)")
+        return w.wait_finished(conninfo, schema, turns, workers)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        w.stop_workers(procs)
 
 
 def run_postgres(url: str, quick: bool = False) -> dict[str, Any]:
@@ -251,7 +301,6 @@ def run_postgres(url: str, quick: bool = False) -> dict[str, Any]:
     repeats = 1 if quick else 3
     turns = 20 if quick else 200
     conninfo, _schema, where = parse_postgres_url(url)
-    prefix = f"orchestrion_bench_{uuid.uuid4().hex[:8]}"
     results: dict[str, Any] = {
         "store": "postgresql",
         "server": where,
@@ -259,34 +308,45 @@ def run_postgres(url: str, quick: bool = False) -> dict[str, Any]:
         "repeats": repeats,
         "turns": turns,
     }
-    schemas: list[str] = []
-    try:
-        schemas.append(f"{prefix}_steps")
-        step_url = _pg_url(url, schemas[-1])
-        step_us = min(
-            asyncio.run(_steps_on(PostgresStore(step_url), steps)) for _ in range(repeats)
-        )
-        schemas.append(f"{prefix}_raw")
-        raw_us = _pg_raw_commit(conninfo, schemas[-1], steps * repeats)
-        results["step_us_postgres"] = round(step_us, 1)
+    with w.pg_schemas(conninfo) as schema:
+        results["throwaway_prefix"] = schema.prefix
+        raw_base = w.RawPostgresCommit(conninfo, schema("raw"))
+        try:
+            api_url = w.pg_schema_url(url, schema("api"))
+            results.update(asyncio.run(_public_api_postgres(api_url, raw_base, quick)))
+        finally:
+            raw_base.close()
+        step_url = w.pg_schema_url(url, schema("steps"))
+        step = [asyncio.run(_steps_on(PostgresStore(step_url), steps)) for _ in range(repeats)]
+        baseline = w.RawPostgresCommit(conninfo, schema("rawinner"))
+        try:
+            raw_us = baseline.measure(steps * repeats)
+        finally:
+            baseline.close()
+        results["step_us_postgres"] = round(w.median(step), 1)
         results["raw_commit_us_postgres"] = round(raw_us, 1)
-        results["ratio_postgres"] = round(step_us / raw_us, 2)
+        results["ratio_postgres"] = round(w.median(step) / raw_us, 2)
         for workers in (1, 2, 4):
-            schemas.append(f"{prefix}_w{workers}")
-            rate = _pg_turns_per_second(
-                _pg_url(url, schemas[-1]), conninfo, schemas[-1], workers, turns
-            )
+            name = schema(f"w{workers}")
+            rate = _pg_turns_per_second(w.pg_schema_url(url, name), conninfo, name, workers, turns)
             results[f"turns_per_s_{workers}_workers"] = round(rate, 1)
-    finally:
-        for schema in schemas:
-            _pg_drop(conninfo, schema)
     lines = [
-        f"PostgreSQL at {where}: runs of {steps} no-op steps, best of {repeats}, in one process",
-        f"{'store':12} {'step (µs)':>10} {'raw INSERT commit (µs)':>23} {'ratio':>7}",
-        f"{'postgresql':12} {results['step_us_postgres']:>10.1f} "
-        f"{results['raw_commit_us_postgres']:>23.1f} {results['ratio_postgres']:>7.2f}",
+        *_api_header(results),
+        f"  on PostgreSQL at {where}, in throwaway schemas; commits counted as store write "
+        "calls (each one transaction)",
+        f"  {'store':10} {'µs/tool call':>12} {'raw INSERT commit µs':>21} {'ratio':>7} "
+        f"{'writes/turn':>12} {'events/turn':>12}",
+        f"  {'postgresql':10} {results['api_us_per_tool_call_postgres']:>12.1f} "
+        f"{results['api_raw_commit_us_postgres']:>21.1f} {results['api_ratio_postgres']:>7.2f} "
+        f"{results['api_writes_per_turn_postgres']:>12g} "
+        f"{results['api_events_per_turn_postgres']:>12g}",
+        "inner figure (a component, not comparable with end-to-end figures): Journal.step "
+        f"alone, runs of {steps} no-op steps, median of {repeats}",
+        f"  {'store':10} {'step µs':>12} {'raw INSERT commit µs':>21} {'ratio':>7}",
+        f"  {'postgresql':10} {results['step_us_postgres']:>12.1f} "
+        f"{results['raw_commit_us_postgres']:>21.1f} {results['ratio_postgres']:>7.2f}",
         f"demo turns ({STEPS_PER_DEMO_TURN} durable steps each), {turns} queued, "
-        "worker processes with --concurrency 4:",
+        "worker processes with --concurrency 4 (see `bench fleet` for the scaling table):",
     ]
     for workers in (1, 2, 4):
         lines.append(

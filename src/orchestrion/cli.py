@@ -408,10 +408,12 @@ def _bench_dir() -> Path:
 def bench(
     settings: Settings, name: str, quick: bool, as_json: bool, bench_store: str | None
 ) -> None:
-    """Run a benchmark from bench/ (steps, resilience, arguments, providers, streaming).
+    """Run a benchmark from bench/ (steps, peers, concurrency, fleet, streaming, reads,
+    resilience, arguments, providers, otel; bench/README.md says what each measures).
 
     Each prints its numbers next to a baseline measured in the same run. Benchmarks that
-    measure a store (steps) use the --store given on the command line, in throwaway
+    measure a store (steps, peers, concurrency, fleet, reads, resilience) use the --store
+    given on the command line, in throwaway
     schemas (PostgreSQL) or files next to it (SQLite); without --store, temporary SQLite
     files. $ORCHESTRION_STORE is not used: a benchmark never writes into your store by
     accident."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.bench.support import leftover_schemas
 from tests.cli.helpers import cli, env
 from tests.store.pg import fresh_schema, store_url
 
@@ -35,3 +36,9 @@ def test_bench_steps_measures_the_given_postgresql_database() -> None:
         numbers = json.loads(proc.stdout)
         assert numbers["store"] == "postgresql"
         assert numbers["step_us_postgres"] > 0 and numbers["turns_per_s_1_workers"] > 0
+        # The public-API figure, next to a raw INSERT commit, with what a turn wrote.
+        assert numbers["api_us_per_tool_call_postgres"] > 0
+        assert numbers["api_raw_commit_us_postgres"] > 0
+        assert 1 <= numbers["api_writes_per_turn_postgres"] <= 10 + 11 + 3
+        assert numbers["api_events_per_turn_postgres"] >= 21
+        assert leftover_schemas(numbers["throwaway_prefix"]) == []
