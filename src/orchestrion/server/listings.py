@@ -33,7 +33,7 @@ RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 def user_message(run: RunRecord) -> str:
     """The user's message that started a run ("" when the input holds none)."""
     message = run.input.get("message")
-    content = message.get("content") if isinstance(message, Mapping) else None
+    content = message.get("content") if isinstance(message, Mapping) else message
     return content if isinstance(content, str) else ""
 
 
