@@ -41,9 +41,10 @@ export default async function runPage({ main, params }) {
   const waterfall = new Waterfall({
     selected: query.get("span"),
     onSelect: (spanId) => {
-      const next = new URLSearchParams(location.search);
-      next.set("span", spanId);
-      history.replaceState(history.state, "", `?${next}`);
+      // (An absolute URL: a relative one would resolve against <base>, not this page.)
+      const url = new URL(location.href);
+      url.searchParams.set("span", spanId);
+      history.replaceState(history.state, "", url.href);
     },
   });
   const heading = h("h1", { tabindex: "-1" });
