@@ -82,7 +82,11 @@ def console(settings: Any, host: str, port: int, open_browser: bool) -> None:
         app, lifespan="on", timeout_graceful_shutdown=2, log_level="warning", server_header=False
     )
     server = uvicorn.Server(config)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn stops gracefully, then raises Ctrl-C again
+        click.echo("console stopped", err=True)
+        return
     if not server.started:
         sys.exit(1)
 
