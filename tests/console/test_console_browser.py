@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from orchestrion import Agent, ScriptedModel, call, say, tool
+from orchestrion import Agent, RetryPolicy, ScriptedModel, call, say, tool
 from orchestrion.demo.support import DEFAULT_MESSAGE, support_agent
+from orchestrion.errors import BadRequest, ProviderUnavailable, RateLimited
 from orchestrion.models.messages import ModelRequest
 from orchestrion.models.scripted import ScriptedReply, turn_position
 from tests.console.conftest import Watched, screenshot
 from tests.console.helpers import CuttingProxy, open_run_from_list, run_turn, sign_in
+from tests.engine.test_resilience_e2e import FlakyModel
 from tests.server.helpers import (
     GATE,
     GATE_STARTED,
@@ -102,6 +104,11 @@ def test_find_a_demo_run_open_its_waterfall_and_read_a_tool_calls_arguments(
     expect(first.locator('td[data-label="Status"]')).to_have_text("succeeded")
     expect(first.locator('td[data-label="Message"]')).to_have_text(DEFAULT_MESSAGE)
     screenshot(page, f"runs-list-{backend(store_url)}")
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(first.locator('td[data-label="Status"]')).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, f"runs-list-phone-{backend(store_url)}")
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     # Found by its id, the search goes to the run.
     page.get_by_label("Find a run or conversation by id").fill(target["id"])
@@ -139,8 +146,16 @@ def test_find_a_demo_run_open_its_waterfall_and_read_a_tool_calls_arguments(
     expect(detail.locator("h3")).to_have_text(chosen.locator(".wf-label").inner_text())
     page.keyboard.press("End")
     expect(page.locator(".wf-button").last).to_be_focused()
+    expect(page.locator('.wf-button[tabindex="0"]')).to_have_count(1)  # one Tab stop
     tools.filter(has_text="send_email").get_by_role("button").click()
     screenshot(page, f"run-page-{backend(store_url)}")
+
+    # A phone: the same page, nothing wider than the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    detail.locator('[data-field="arguments"]').wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, f"run-page-phone-{backend(store_url)}")
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     # Its conversation: the messages of the turn and its run, the current state.
     page.locator(".summary a").first.click()
@@ -282,3 +297,48 @@ def test_markup_in_answers_arguments_results_and_messages_is_shown_as_text(
     finally:
         server.stop()
     # (The `watched` fixture then checks that no dialog opened and no script error occurred.)
+
+
+def test_retries_their_waits_and_a_failed_run(tmp_path: Path, watched: Watched) -> None:
+    """A model call retried twice (a 429 with Retry-After, a 529): the waits are bars of
+    their own; a run that failed is found with the status filter and shows its error."""
+    fast = RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.1, jitter=False)
+    flaky = FlakyModel(
+        [
+            RateLimited("slow down", status_code=429, retry_after=0.05),
+            ProviderUnavailable("overloaded", status_code=529),
+        ],
+        ScriptedModel([say("finally")]),
+    )
+    broken = FlakyModel(
+        [BadRequest("messages.0: invalid role", status_code=400)], ScriptedModel([say("no")])
+    )
+    agents = [Agent("flaky", model=flaky, retry=fast), Agent("broken", model=broken, retry=fast)]
+    server = start_server(tmp_path / "store.db", agents, default_agent="flaky")
+    page = watched.page
+    try:
+        a = server.client(KEY_A)
+        retried = run_turn(a, "flaky", "hello")
+        failed = run_turn(a, "broken", "hello")
+        assert retried["status"] == "succeeded" and failed["status"] == "failed"
+        sign_in(page, server.url, KEY_A)
+        expect(page.locator("table.runs tbody tr")).to_have_count(2)
+        page.get_by_label("Status").select_option("failed")
+        expect(page.locator("table.runs tbody tr")).to_have_count(1)
+        assert "status=failed" in page.url
+        row = page.locator(f'tr[data-run="{failed["id"]}"]')
+        expect(row.locator('td[data-label="Answer or error"]')).to_contain_text("BadRequest")
+        open_run_from_list(page, failed["id"])
+        expect(page.locator('[data-field="error"]')).to_contain_text("BadRequest")
+
+        page.goto(f"{server.url}/ui/runs/{retried['id']}")
+        waits = page.locator(".wf-row.kind-retry").filter(has_text="retry wait")
+        expect(waits).to_have_count(2)
+        for wait in waits.all():  # a wait lasts: a bar, not a point
+            assert "point" not in (wait.get_attribute("class") or "")
+        expect(waits.first.locator(".wf-time")).to_have_text("50.0 ms")  # Retry-After 0.05
+        waits.first.get_by_role("button").click()
+        expect(page.locator('#span-detail [data-field="reason"]')).to_have_text("retry_after")
+        screenshot(page, "run-page-retries")
+    finally:
+        server.stop()

@@ -1,6 +1,7 @@
 // The waterfall: one row per span of a run, a bar from its start to its end on a shared
 // time axis, each row a button that shows the span's attributes beside (or below) the
-// list. Arrow keys move between rows; Enter or Space opens one.
+// list. The list is one stop for Tab (the chosen row, else the first); arrow keys, Home
+// and End move between rows; Enter or Space opens one.
 
 import { duration, facts, h, prettyJSON, statusBadge } from "./dom.js";
 import { KINDS, kindOf, labelOf, rows } from "./trace.js";
@@ -77,6 +78,7 @@ export class Waterfall {
       return row;
     });
     this.list.replaceChildren(...items);
+    this.rove(this.rowsById.get(focused ?? this.selected)?.button);
     if (focused) this.rowsById.get(focused)?.button.focus();
   }
 
@@ -111,7 +113,7 @@ export class Waterfall {
         ? `running ${duration((spanEnd - span.start) * 1000)}`
         : point
           ? ""
-          : duration(span.latency_ms ?? (spanEnd - span.start) * 1000);
+          : duration(lengthOf(span, now));
     }
   }
 
@@ -120,6 +122,7 @@ export class Waterfall {
     for (const [id, parts] of this.rowsById) {
       parts.button.setAttribute("aria-pressed", String(id === spanId));
     }
+    this.rove(this.rowsById.get(spanId)?.button);
     const chosen = this.flat.find((r) => r.span.span_id === spanId);
     this.showDetail(chosen ? chosen.span : null);
     this.onSelect(spanId);
@@ -140,7 +143,16 @@ export class Waterfall {
     }[event.key];
     if (next === undefined) return;
     event.preventDefault();
-    buttons[Math.max(0, Math.min(buttons.length - 1, next))].focus();
+    const target = buttons[Math.max(0, Math.min(buttons.length - 1, next))];
+    this.rove(target);
+    target.focus();
+  }
+
+  /** Make `button` (else the first row's) the one row Tab stops at. */
+  rove(button) {
+    const buttons = [...this.list.querySelectorAll(".wf-button")];
+    const current = button ?? buttons[0];
+    for (const b of buttons) b.tabIndex = b === current ? 0 : -1;
   }
 
   showDetail(span) {
@@ -166,6 +178,14 @@ function endOf(span, now) {
   return Math.max(span.start, now ?? span.start);
 }
 
+/** How long a span lasted, in ms (a retry's wait: the delay it waited). */
+function lengthOf(span, now) {
+  if (span.type === "retry.wait" || span.latency_ms === null || span.latency_ms === undefined) {
+    return (endOf(span, now) - span.start) * 1000;
+  }
+  return span.latency_ms;
+}
+
 const isOpen = (span) => span.type?.endsWith(".started") && (span.end ?? null) === null;
 const isError = (span) =>
   (span.status && span.status !== "ok") ||
@@ -188,14 +208,14 @@ function detailOf(span) {
   const child = (type) => span.children?.find((c) => c.type === type)?.attributes ?? null;
   const response = child("model.response");
   const result = child("tool.result");
-  const ms = span.end ? (span.end - span.start) * 1000 : null;
+  const ms = span.end || span.type === "retry.wait" ? lengthOf(span) : null;
   const out = [
     h("h3", { id: "span-detail-title" }, labelOf(span)),
     facts([
       ["Kind", KINDS[kind]],
       ["Type", h("code", {}, span.type)],
       ["Status", span.status ? statusBadge(span.status) : isOpen(span) ? statusBadge("running") : null],
-      ["Duration", ms !== null ? duration(span.latency_ms ?? ms) : isOpen(span) ? "still running" : null],
+      ["Duration", ms !== null ? duration(ms) : isOpen(span) ? "still running" : null],
       ["Attempts", a.attempts ?? null],
       ["Idempotency key", a.idempotency_key ? h("code", { "data-field": "idempotency_key" }, a.idempotency_key) : null],
       ["Tool", a["gen_ai.tool.name"] ?? null],
