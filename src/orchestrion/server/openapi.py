@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from orchestrion.server.listings import RUN_STATUSES
 from orchestrion.server.schemas import (
     BreakerList,
     ConversationDetail,
@@ -322,8 +323,9 @@ def _listing_paths(limits: Any, paging_error: dict[str, Any]) -> dict[str, Any]:
     runs_params = [
         _cursor_param(
             "status",
-            "Only runs of this status, or of any of several (comma-separated): queued, "
-            "running, succeeded, failed, cancelled.",
+            "Only runs of this status, or of any of several (comma-separated): "
+            + ", ".join(RUN_STATUSES)
+            + ".",
             text,
         ),
         _cursor_param("agent", "Only runs of this agent.", text),
