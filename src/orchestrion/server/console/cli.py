@@ -55,6 +55,9 @@ def console(settings: Any, host: str, port: int, open_browser: bool) -> None:
 
     # A busy port or a missing store fails here, in one line, before anything is printed.
     sock = listen(host, port)
+    # Listening now: connections to the printed URL wait in the backlog until uvicorn
+    # accepts them, rather than being refused while it starts.
+    sock.listen(2048)
     asyncio.run(_check_store(settings))
     key = generate_key()
     app = create_app(settings.runtime(create=False), keys={}, operator_keys=[key])
