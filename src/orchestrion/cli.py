@@ -32,6 +32,7 @@ from orchestrion.observe.cli import history, runs, show, trace
 from orchestrion.observe.trace import render_text, shorten
 from orchestrion.resilience.cli import breakers
 from orchestrion.server.cli import serve
+from orchestrion.server.console.cli import console
 from orchestrion.store import default_store_url
 
 
@@ -451,5 +452,5 @@ def bench(
 
 
 # Commands that live with their concern join the group here.
-for command in (runs, show, history, trace, breakers, serve, chaos):
+for command in (runs, show, history, trace, breakers, serve, console, chaos):
     main.add_command(command)

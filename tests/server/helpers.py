@@ -9,13 +9,14 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from starlette.applications import Starlette
 
 from orchestrion import Agent, Orchestrion, ScriptedModel, call, say, tool
 from orchestrion.models.messages import ModelRequest
@@ -97,10 +98,21 @@ def start_server(
     default_agent: str | None = None,
 ) -> LiveServer:
     """`store`: a SQLite file's path, or a store URL."""
-    url = f"sqlite:///{store}" if isinstance(store, Path) else store
-    orx = Orchestrion(url, agents=agents)
     limits = limits or Limits()
-    app = create_app(orx, keys=KEYS, limits=limits, default_agent=default_agent)
+    return start_app(
+        store,
+        lambda orx: create_app(orx, keys=KEYS, limits=limits, default_agent=default_agent),
+        agents,
+    )
+
+
+def start_app(
+    store: Path | str, make_app: Callable[[Orchestrion], Starlette], agents: list[Agent]
+) -> LiveServer:
+    """The app `make_app` builds around an Orchestrion of `agents` on `store`, served by
+    uvicorn on a loopback port in a thread."""
+    url = f"sqlite:///{store}" if isinstance(store, Path) else store
+    app = make_app(Orchestrion(url, agents=agents))
     # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -117,7 +129,7 @@ def start_server(
         assert thread.is_alive(), "the server died on startup"
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
-    return LiveServer(f"http://127.0.0.1:{port}", server, thread, url, limits)
+    return LiveServer(f"http://127.0.0.1:{port}", server, thread, url, app.state.api.limits)
 
 
 @dataclass

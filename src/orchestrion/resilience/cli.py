@@ -10,8 +10,7 @@ from typing import Any, Protocol
 import click
 
 from orchestrion.errors import OrchestrionError
-from orchestrion.resilience.shared_budget import BUDGET_PREFIX
-from orchestrion.resilience.summary import breaker_summary
+from orchestrion.resilience.summary import breaker_summaries
 
 
 class _Settings(Protocol):
@@ -45,18 +44,11 @@ async def _load(settings: _Settings) -> list[dict[str, Any]] | None:
 
     # A listing never creates a store (file or schema).
     store = open_store(settings.store, durability=settings.durability, create=False)  # type: ignore[arg-type]
-    now = time.time()
     try:
         async with store:
-            rows = await store.list_breakers()
+            return await breaker_summaries(store)
     except NoStore:
         return None
-    # Shared retry budgets live in the same table under "budget:<dependency>": not breakers.
-    return [
-        breaker_summary(name, doc, version, now=now)
-        for name, doc, version in rows
-        if not name.startswith(BUDGET_PREFIX)
-    ]
 
 
 @click.command("breakers")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrion.resilience.breaker import CLOSED, HALF_OPEN, OPEN
+from orchestrion.resilience.shared_budget import BUDGET_PREFIX
 from orchestrion.resilience.windows import entry_buckets, entry_horizon, number, sum_since
+
+if TYPE_CHECKING:
+    from orchestrion.store.base import Store
 
 # How long a published outcome counts when its entry does not say (the breaker default).
 _DEFAULT_HORIZON = 60.0
@@ -80,4 +84,15 @@ def breaker_summary(
     }
 
 
-__all__ = ["breaker_summary"]
+async def breaker_summaries(store: Store, *, now: float | None = None) -> list[dict[str, Any]]:
+    """Every breaker in the store, summarised (`orchestrion breakers`, GET /v1/breakers).
+    Shared retry budgets live in the same table under "budget:<dependency>": left out."""
+    now = time.time() if now is None else now
+    return [
+        breaker_summary(name, doc, version, now=now)
+        for name, doc, version in await store.list_breakers()
+        if not name.startswith(BUDGET_PREFIX)
+    ]
+
+
+__all__ = ["breaker_summaries", "breaker_summary"]

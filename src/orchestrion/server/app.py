@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -37,6 +37,8 @@ from orchestrion.observe.traceparent import valid_traceparent
 from orchestrion.reading import InvalidCursor
 from orchestrion.runtime import Orchestrion
 from orchestrion.server.auth import KeyRing
+from orchestrion.server.console import console_routes
+from orchestrion.server.listings import Listings, user_message
 from orchestrion.server.openapi import openapi_document
 from orchestrion.server.schemas import (
     ConversationDetail,
@@ -69,6 +71,8 @@ class Limits:
     max_page_messages: int = 1000
     page_runs: int = 20  # runs per page of a conversation's trace
     max_page_runs: int = 100
+    page_run_list: int = 50  # runs per page of GET /v1/runs (the console's list)
+    max_page_run_list: int = 200
     max_trace_events: int = 10_000  # a conversation trace page ends after the run reaching it
     keepalive_seconds: float = 15.0  # SSE comment while no event arrives
     ready_timeout_seconds: float = 5.0  # /ready: how long the store may take to answer
@@ -96,6 +100,12 @@ class ApiError(Exception):
 UNAUTHORIZED = ApiError(
     401, "unauthorized", "a valid API key is required: Authorization: Bearer <key>"
 )
+OPERATOR_CANNOT_WRITE = ApiError(
+    403,
+    "forbidden",
+    "this key reads every tenant (the local console); starting conversations and turns "
+    "needs a tenant's key",
+)
 # One body per kind of resource, whatever the reason (unknown id, another tenant's id).
 RUN_NOT_FOUND = ApiError(404, "not_found", "no such run")
 CONVERSATION_NOT_FOUND = ApiError(404, "not_found", "no such conversation")
@@ -114,19 +124,32 @@ class Api:
         keys: Mapping[str, str],
         limits: Limits,
         default_agent: str | None,
+        operator_keys: Collection[str] = (),
     ) -> None:
         self.orx = orx
         self.keys = KeyRing(keys)
+        # Keys that read every tenant (`orchestrion console`): reads and cancel only.
+        self.operators = KeyRing({key: "*" for key in operator_keys})
         self.limits = limits
         self.default_agent = default_agent
 
     # ---- plumbing ---------------------------------------------------------------------
 
     def tenant(self, request: Request) -> str:
-        tenant = self.keys.tenant_for(request.headers.get("authorization"))
+        authorization = request.headers.get("authorization")
+        tenant = self.keys.tenant_for(authorization)
         if tenant is None:
+            if self.operators.tenant_for(authorization) is not None:
+                raise OPERATOR_CANNOT_WRITE
             raise UNAUTHORIZED
         return tenant
+
+    def scope(self, request: Request) -> str | None:
+        """The tenant whose data a request may read: its key's, or None (every tenant)
+        for an operator key."""
+        if self.operators.tenant_for(request.headers.get("authorization")) is not None:
+            return None
+        return self.tenant(request)
 
     def valid_id(self, value: str) -> bool:
         return 0 < len(value) <= self.limits.max_id_chars and value.isprintable()
@@ -183,7 +206,7 @@ class Api:
                 422, "invalid_body", f"invalid request body: {summary}", errors=errors
             ) from None
 
-    async def run_of(self, run_id: str, tenant: str) -> RunRecord:
+    async def run_of(self, run_id: str, tenant: str | None) -> RunRecord:
         if not self.valid_id(run_id):
             raise RUN_NOT_FOUND
         try:
@@ -191,7 +214,9 @@ class Api:
         except NotFound:
             raise RUN_NOT_FOUND from None
 
-    async def conversation_of(self, conversation_id: str, tenant: str) -> ConversationRecord:
+    async def conversation_of(
+        self, conversation_id: str, tenant: str | None
+    ) -> ConversationRecord:
         if not self.valid_id(conversation_id):
             raise CONVERSATION_NOT_FOUND
         try:
@@ -223,6 +248,7 @@ class Api:
             conversation_id=run.conversation_id,
             agent=run.agent,
             status=run.status,
+            message=user_message(run),
             answer=str((run.result or {}).get("answer", "")),
             error=run.error,
             trace_id=run.trace_id,
@@ -320,7 +346,7 @@ class Api:
         )
 
     async def get_conversation(self, request: Request) -> Response:
-        tenant = self.tenant(request)
+        tenant = self.scope(request)
         record = await self.conversation_of(request.path_params["conversation_id"], tenant)
         limits = self.limits
         limit = self.limit_param(
@@ -417,7 +443,12 @@ class Api:
             ) from None
 
     def sse(
-        self, run_id: str, tenant: str, *, after: int, extra_headers: Mapping[str, str] = {}
+        self,
+        run_id: str,
+        tenant: str | None,
+        *,
+        after: int,
+        extra_headers: Mapping[str, str] = {},
     ) -> StreamingResponse:
         return StreamingResponse(
             event_stream(
@@ -432,12 +463,12 @@ class Api:
         )
 
     async def get_run(self, request: Request) -> Response:
-        tenant = self.tenant(request)
+        tenant = self.scope(request)
         run = await self.run_of(request.path_params["run_id"], tenant)
         return JSONResponse(self.run_json(run))
 
     async def run_events(self, request: Request) -> Response:
-        tenant = self.tenant(request)
+        tenant = self.scope(request)
         run = await self.run_of(request.path_params["run_id"], tenant)
         after = self.after_seq(request)
         fmt = request.query_params.get("format", "sse")
@@ -463,7 +494,7 @@ class Api:
         )
 
     async def cancel_run(self, request: Request) -> Response:
-        tenant = self.tenant(request)
+        tenant = self.scope(request)
         run = await self.run_of(request.path_params["run_id"], tenant)
         if run.terminal:
             return JSONResponse(self.run_json(run))  # nothing to cancel: 200 as it is
@@ -474,7 +505,7 @@ class Api:
         return JSONResponse(self.run_json(run), status_code=202)
 
     async def run_trace(self, request: Request) -> Response:
-        tenant = self.tenant(request)
+        tenant = self.scope(request)
         run = await self.run_of(request.path_params["run_id"], tenant)
         size = self.limit_param(
             request, default=self.limits.max_page_events, maximum=self.limits.max_page_events
@@ -497,7 +528,7 @@ class Api:
         )
 
     async def conversation_trace(self, request: Request) -> Response:
-        tenant = self.tenant(request)
+        tenant = self.scope(request)
         record = await self.conversation_of(request.path_params["conversation_id"], tenant)
         limits = self.limits
         size = self.limit_param(request, default=limits.page_runs, maximum=limits.max_page_runs)
@@ -604,18 +635,23 @@ def create_app(
     limits: Limits | None = None,
     default_agent: str | None = None,
     manage_lifecycle: bool = True,
+    console: bool = True,
+    operator_keys: Collection[str] = (),
 ) -> Starlette:
     """The ASGI app. `keys` maps each API key to its tenant. `default_agent` answers in
     conversations created without one (default: the only agent, if there is one).
     With `manage_lifecycle`, the app opens `orx` on startup and closes it on shutdown
-    (closing waits for the turns this process is executing)."""
-    if not keys:
+    (closing waits for the turns this process is executing). With `console`, the web
+    console is served at /ui (docs/console.md). `operator_keys` read every tenant's runs
+    and conversations (and may cancel runs) but start nothing: `orchestrion console`'s."""
+    if not keys and not operator_keys:
         raise ValueError("at least one API key is required")
     if default_agent is None and len(orx.agents) == 1:
         default_agent = next(iter(orx.agents))
     if default_agent is not None and default_agent not in orx.agents:
         raise ValueError(f"default agent {default_agent!r} is not one of this process's agents")
-    api = Api(orx, keys, limits or Limits(), default_agent)
+    api = Api(orx, keys, limits or Limits(), default_agent, operator_keys)
+    listings = Listings(api)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -638,10 +674,14 @@ def create_app(
         route("/v1/conversations/{conversation_id}", api.get_conversation, "GET"),
         route("/v1/conversations/{conversation_id}/messages", api.post_message, "POST"),
         route("/v1/conversations/{conversation_id}/trace", api.conversation_trace, "GET"),
+        route("/v1/whoami", listings.whoami, "GET"),
+        route("/v1/runs", listings.list_runs, "GET"),
+        route("/v1/breakers", listings.list_breakers, "GET"),
         route("/v1/runs/{run_id}", api.get_run, "GET"),
         route("/v1/runs/{run_id}/events", api.run_events, "GET"),
         route("/v1/runs/{run_id}/cancel", api.cancel_run, "POST"),
         route("/v1/runs/{run_id}/trace", api.run_trace, "GET"),
+        *(console_routes() if console else []),
     ]
     app = Starlette(
         routes=routes,

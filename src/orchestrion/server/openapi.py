@@ -7,7 +7,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from orchestrion.server.listings import RUN_STATUSES
 from orchestrion.server.schemas import (
+    BreakerList,
     ConversationDetail,
     ConversationOut,
     CreateConversation,
@@ -16,9 +18,11 @@ from orchestrion.server.schemas import (
     EventPage,
     Health,
     PostMessage,
+    RunList,
     RunOut,
     RunTraceOut,
     TraceOut,
+    WhoAmI,
 )
 
 _MODELS: list[type[BaseModel]] = [
@@ -33,6 +37,9 @@ _MODELS: list[type[BaseModel]] = [
     TraceOut,
     RunTraceOut,
     Health,
+    RunList,
+    BreakerList,
+    WhoAmI,
 ]
 
 
@@ -292,6 +299,7 @@ def openapi_document(limits: Any) -> dict[str, Any]:
             }
         },
     }
+    paths.update(_listing_paths(limits, paging_error))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -306,4 +314,65 @@ def openapi_document(limits: Any) -> dict[str, Any]:
         },
         "security": [{"apiKey": []}],
         "paths": paths,
+    }
+
+
+def _listing_paths(limits: Any, paging_error: dict[str, Any]) -> dict[str, Any]:
+    """GET /v1/runs, /v1/breakers, /v1/whoami (server/listings.py; the console's reads)."""
+    text = {"type": "string"}
+    runs_params = [
+        _cursor_param(
+            "status",
+            "Only runs of this status, or of any of several (comma-separated): "
+            + ", ".join(RUN_STATUSES)
+            + ".",
+            text,
+        ),
+        _cursor_param("agent", "Only runs of this agent.", text),
+        _cursor_param(
+            "conversation",
+            "Only this conversation's runs (another tenant's conversation has none).",
+            text,
+        ),
+        _cursor_param(
+            "since",
+            "Only runs created at or after this time (seconds since the epoch, UTC).",
+            {"type": "number", "minimum": 0},
+        ),
+        _cursor_param(
+            "before",
+            "Page back: the runs older than this run (id); `next` gives it.",
+            text,
+        ),
+        _limit_param(limits.page_run_list, limits.max_page_run_list, "Runs"),
+    ]
+    return {
+        "/v1/runs": {
+            "get": {
+                "summary": "The runs the key may read, newest first, filtered and paged.",
+                "parameters": runs_params,
+                "responses": {
+                    "200": _json(RunList, "A page of runs."),
+                    **_AUTH_ERRORS,
+                    "422": _error(
+                        "A parameter is not valid (an unknown status, a limit out of range, "
+                        "a cursor that is not one of the key's runs)."
+                    ),
+                },
+            }
+        },
+        "/v1/breakers": {
+            "get": {
+                "summary": "The circuit breakers every worker of the store shares (any key "
+                "may read them: they belong to the fleet, not to a tenant).",
+                "responses": {"200": _json(BreakerList, "The breakers."), **_AUTH_ERRORS},
+            }
+        },
+        "/v1/whoami": {
+            "get": {
+                "summary": "What the key may read: its tenant, this server's agents, the run "
+                "statuses.",
+                "responses": {"200": _json(WhoAmI, "The key's scope."), **_AUTH_ERRORS},
+            }
+        },
     }

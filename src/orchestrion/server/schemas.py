@@ -109,6 +109,7 @@ class RunOut(BaseModel):
     conversation_id: str
     agent: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    message: str = Field(description="The user's message that started the turn.")
     answer: str = Field(description="The final answer (empty until the run succeeds).")
     error: dict[str, Any] | None = None
     trace_id: str
@@ -194,3 +195,54 @@ class RunTraceOut(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class RunListItem(RunOut):
+    tenant: str = Field(
+        description="The run's tenant (the key's own; any, for the local console's key)."
+    )
+
+
+class RunList(BaseModel):
+    """A page of runs, newest first (GET /v1/runs)."""
+
+    runs: list[RunListItem]
+    next: str | None = Field(
+        description="The URL of the next page (older runs, the same filters), or null when "
+        "there is none."
+    )
+
+
+class BreakerOut(BaseModel):
+    """One circuit breaker, as every worker of the store shares it (`orchestrion breakers`)."""
+
+    name: str = Field(description="The dependency (a model endpoint, a tool, a resource).")
+    state: str = Field(description="closed, open, half_open (or unknown).")
+    epoch: int | None = None
+    version: int
+    failure_rate: float | None = Field(
+        description="Closed: the fleet's combined window; open or half-open: the window "
+        "that opened it (0..1)."
+    )
+    slow_call_rate: float | None
+    calls: int | None = Field(description="The calls counted in that window.")
+    workers: int = Field(description="Closed: how many workers' published outcomes count.")
+    probe_at: float | None = Field(description="Open: when the next probe may go through.")
+    probe_in: float | None = Field(description="Open: seconds until then (never negative).")
+    probes_in_flight: int | None = None
+    probe_successes: int | None = None
+    changed_at: float | None = Field(description="When the breaker last changed state.")
+
+
+class BreakerList(BaseModel):
+    breakers: list[BreakerOut]
+    now: float = Field(description="The server's clock when the list was read.")
+
+
+class WhoAmI(BaseModel):
+    """What a key may read, and what the console needs to build its filters."""
+
+    tenant: str | None = Field(description="The key's tenant; null for every tenant.")
+    all_tenants: bool = Field(description="True for the local console's key.")
+    agents: list[str] = Field(description="The agents this server process runs.")
+    run_statuses: list[str] = Field(description="Every status a run can have.")

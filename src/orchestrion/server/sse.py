@@ -48,7 +48,7 @@ async def event_stream(
     run_id: str,
     *,
     after_seq: int,
-    tenant: str,
+    tenant: str | None,
     keepalive_seconds: float,
 ) -> AsyncIterator[bytes]:
     """The run's events after `after_seq` as SSE frames, until the run ends.

@@ -144,6 +144,14 @@ SQLITE_MIGRATIONS: list[str] = [
         WHERE status IN ('queued', 'running');
     CREATE INDEX runs_running_by_lease ON runs (lease_expires_at) WHERE status = 'running';
     """,
+    # 6: listing runs newest first without scans (GET /v1/runs, the console): a tenant's,
+    # a tenant's of some status, and everyone's (the local console). Only `status`
+    # changes after the insert. (SQLite: the MAX(position) of each submit becomes a seek.)
+    """
+    CREATE INDEX runs_by_tenant ON runs (tenant, position);
+    CREATE INDEX runs_by_tenant_status ON runs (tenant, status, position);
+    CREATE INDEX runs_by_position ON runs (position);
+    """,
 ]
 
 # PostgreSQL: the same versions as SQLite's list (migration N here brings the same tables
@@ -286,5 +294,11 @@ POSTGRES_MIGRATIONS: list[str] = [
     CREATE INDEX runs_active_by_conversation ON runs (conversation_id, position)
         WHERE status IN ('queued', 'running');
     CREATE INDEX runs_running_by_lease ON runs (lease_expires_at) WHERE status = 'running';
+    """,
+    # 6: as SQLite's 6 (listing runs newest first without scans)
+    """
+    CREATE INDEX runs_by_tenant ON runs (tenant, position);
+    CREATE INDEX runs_by_tenant_status ON runs (tenant, status, position);
+    CREATE INDEX runs_by_position ON runs (position);
     """,
 ]
