@@ -423,6 +423,48 @@ class StoreConformance:
         )
         assert ids(found) == [late.id]
 
+    async def test_claim_next_dequeues_heads_oldest_first_once(
+        self, store: Store, store_factory: Callable[[], Store]
+    ) -> None:
+        a, b = await conversation(store), await conversation(store)
+        a1, a2 = await new_run(store, a), await new_run(store, a)
+        b1 = await new_run(store, b)
+        other = await new_run(store, await conversation(store), agent="other")
+        take = dict(owner="w1", lease_seconds=LEASE, now=1000.0)
+        got = await store.claim_next(turn_timeouts={AGENT: 60.0}, **take)  # type: ignore[arg-type]
+        assert got is not None
+        lease, run = got
+        assert (run.id, run.status, run.owner, run.epoch) == (a1.id, "running", "w1", 1)
+        assert lease == Lease(a1.id, "w1", 1) and run.deadline_at == pytest.approx(1060.0)
+        got = await store.claim_next(turn_timeouts={AGENT: None}, **take)  # type: ignore[arg-type]
+        assert got is not None and got[1].id == b1.id  # a2 waits behind a1
+        assert got[1].deadline_at is None
+        assert await store.claim_next(turn_timeouts={AGENT: 60.0}, **take) is None  # type: ignore[arg-type]
+        assert await store.claim_next(turn_timeouts={}, **take) is None  # type: ignore[arg-type]
+        # A released run is dequeued again, and says so by its epoch.
+        await store.release(lease)
+        again = await store.claim_next(turn_timeouts={AGENT: 60.0}, **take)  # type: ignore[arg-type]
+        assert again is not None and again[1].id == a1.id and again[1].epoch == 2
+        assert a2.id and other.id
+
+    async def test_concurrent_claim_next_never_hands_one_run_to_two(
+        self, store: Store, store_factory: Callable[[], Store]
+    ) -> None:
+        for _ in range(40):
+            await new_run(store, await conversation(store))
+        async with store_factory() as second:
+            async def drain(s: Store, owner: str) -> list[str]:
+                taken: list[str] = []
+                while (got := await s.claim_next(
+                    owner=owner, turn_timeouts={AGENT: None}, lease_seconds=LEASE, now=time.time()
+                )) is not None:
+                    taken.append(got[1].id)
+                return taken
+
+            first_ids, second_ids = await asyncio.gather(drain(store, "w1"), drain(second, "w2"))
+        assert len(first_ids) + len(second_ids) == 40
+        assert not set(first_ids) & set(second_ids)
+
     async def test_queue_heads_shows_the_runs_and_what_blocks_them(self, store: Store) -> None:
         a, b = await conversation(store), await conversation(store)
         a1, a2, a3 = [await new_run(store, a) for _ in range(3)]

@@ -137,6 +137,7 @@ class Worker:
         self._dirty: dict[RunEmitter, RunExecutor] = {}
         self._closing = False
         self._next_orphan_scan = 0.0
+        self._orphans: list[RunRecord] = []  # found by the last scan, not yet tried
         self._next_purge = time.monotonic() + purge_interval
         self._warned_agents: set[str] = set()
         self._settled: list[asyncio.Future[None]] = []  # waiting for no wanted, no tasks
@@ -218,34 +219,50 @@ class Worker:
             dead_owner=dead_owner,
         )
 
-    async def _candidates(self, now: float, limit: int) -> list[RunRecord]:
-        """Worker mode: orphaned runs (now and then), then eligible queued runs."""
-        found: list[RunRecord] = []
+    async def _claim_any(self, now: float) -> tuple[RunRecord, Lease, bool] | None:
+        """Worker mode: claim one run: an orphan (looked for now and then), else the oldest
+        eligible queued run (one atomic dequeue for queues without limits; queues with
+        limits go through their checked claim). (run, lease, resumed) or None."""
         if time.monotonic() >= self._next_orphan_scan:
             self._next_orphan_scan = time.monotonic() + ORPHAN_SCAN
-            for run in await self.store.orphan_candidates(
-                now=now, owner_prefix=owner_host(self.owner) + "/", limit=limit
-            ):
-                if run.id not in self._tasks and run.agent in self.agents:
-                    if self.orphaned(run, now):
-                        found.append(run)
-        limits = [q for q in (queue_limits(a) for a in self.agents.values()) if q is not None]
-        found += await self.store.next_claimable(
-            agents=list(self.agents), limits=limits, limit=limit
+            self._orphans = [
+                run
+                for run in await self.store.orphan_candidates(
+                    now=now, owner_prefix=owner_host(self.owner) + "/", limit=100
+                )
+                if run.id not in self._tasks and run.agent in self.agents
+            ]
+        while self._orphans:
+            run = self._orphans.pop(0)
+            if self.orphaned(run, now) and (lease := await self._claim(run, now)) is not None:
+                return run, lease, True
+        unlimited = {
+            name: agent.turn_timeout
+            for name, agent in self.agents.items()
+            if queue_limits(agent) is None
+        }
+        got = await self.store.claim_next(
+            owner=self.owner, turn_timeouts=unlimited, lease_seconds=self.lease_seconds, now=now
         )
-        return found
+        if got is not None:
+            lease, run = got
+            return run, lease, run.epoch > 1
+        limits = [q for q in (queue_limits(a) for a in self.agents.values()) if q is not None]
+        if limits:
+            queues = [q.queue for q in limits]
+            for run in await self.store.next_claimable(agents=queues, limits=limits, limit=5):
+                if run.id not in self._tasks and (lease := await self._claim(run, now)):
+                    return run, lease, _resumed(run)
+        return None
 
     async def claim_next(self) -> tuple[RunRecord, Lease, bool] | None:
         """Claim one run as a worker would: (run, lease, resumed), or None."""
-        now = time.time()
         self._next_orphan_scan = 0.0
-        for run in await self._candidates(now, limit=20):
-            if run.id in self._tasks:
-                continue
-            lease = await self._claim(run, now)
-            if lease is not None:
-                return await self.store.get_run(run.id), lease, _resumed(run)
-        return None
+        claimed = await self._claim_any(time.time())
+        if claimed is None:
+            return None
+        run, lease, resumed = claimed
+        return await self.store.get_run(run.id), lease, resumed
 
     async def _claim_wanted(self, now: float, capacity: int) -> int:
         """Claim the wanted runs that head their conversation, or what blocks them when it
@@ -328,15 +345,13 @@ class Worker:
                 report = await self.store.purge_expired(now=now)
                 if report.conversations:
                     log.info("purged %d expired conversations", report.conversations)
-            for run in await self._candidates(now, limit=capacity - started + 5):
-                if started >= capacity:
+            while started < capacity:
+                claimed = await self._claim_any(now)
+                if claimed is None:
                     break
-                if run.id in self._tasks:
-                    continue
-                lease = await self._claim(run, now)
-                if lease is not None:
-                    self._start(run, lease)
-                    started += 1
+                run, lease, resumed = claimed
+                self._start(run, lease, resumed)
+                started += 1
             if not started and not self._tasks and generation == self._generation:
                 self._quiet.set()
         return started > 0
@@ -361,10 +376,12 @@ class Worker:
 
     # ---- executions ------------------------------------------------------------------
 
-    def _start(self, run: RunRecord, lease: Lease) -> None:
+    def _start(self, run: RunRecord, lease: Lease, resumed: bool | None = None) -> None:
+        """Execute a run just claimed (`resumed`: it ran before; default: judged from the
+        record as it was before the claim)."""
         self._wanted.pop(run.id, None)
         self._quiet.clear()
-        resumed = _resumed(run)
+        resumed = _resumed(run) if resumed is None else resumed
         task = asyncio.create_task(
             self._execute_claimed(run, lease, resumed), name=f"orchestrion-run-{run.id}"
         )

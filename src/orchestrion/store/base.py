@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -375,6 +375,22 @@ class Store(abc.ABC):
         `max_running`, or with an empty token bucket). However many runs are running or
         waiting behind a limit, the next eligible run of any queue is found. A hint: the
         claim decides, atomically."""
+
+    @abc.abstractmethod
+    async def claim_next(
+        self,
+        *,
+        owner: str,
+        turn_timeouts: Mapping[str, float | None],
+        lease_seconds: float,
+        now: float,
+    ) -> tuple[Lease, RunRecord] | None:
+        """Claim, in one atomic step, the oldest queued run at the head of its
+        conversation whose agent is a key of `turn_timeouts` (agent -> its turn timeout,
+        which fixes the deadline of a first claim): a dequeue. Concurrent claimers get
+        different runs; none loses a race. Returns the lease and the claimed run (whose
+        epoch above 1 says it was claimed before), or None when there is none. Queues with
+        limits are not dequeued here (they go through `claim` with their limits)."""
 
     @abc.abstractmethod
     async def queue_heads(self, run_ids: Collection[str]) -> list[RunRecord]:

@@ -26,7 +26,7 @@ import contextlib
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -898,6 +898,65 @@ class PostgresStore(Store):
             (wanted, limit),
         )
         return [run_from_row(r) for r in rows]
+
+    async def claim_next(
+        self,
+        *,
+        owner: str,
+        turn_timeouts: Mapping[str, float | None],
+        lease_seconds: float,
+        now: float,
+    ) -> tuple[Lease, RunRecord] | None:
+        if not turn_timeouts:
+            return None
+        params = {
+            "agents": list(turn_timeouts),
+            "timeouts": [None if t is None else float(t) for t in turn_timeouts.values()],
+            "owner": owner,
+            "until": now + lease_seconds,
+            "now": now,
+        }
+        # The classic SKIP LOCKED dequeue, in one statement: a run another claimer has
+        # locked is skipped, so concurrent workers take different runs.
+        sql = f"""
+            WITH t AS (
+                SELECT * FROM unnest(%(agents)s::text[], %(timeouts)s::float8[])
+                    AS t(agent, timeout)
+            ), target AS (
+                SELECT r.id, t.timeout FROM runs r JOIN t ON t.agent = r.agent
+                WHERE r.status = 'queued' AND NOT EXISTS (
+                    SELECT 1 FROM runs o WHERE o.conversation_id = r.conversation_id
+                    AND o.status IN ('queued', 'running') AND o.position < r.position)
+                ORDER BY r.position LIMIT 1
+                FOR NO KEY UPDATE OF r SKIP LOCKED
+            )
+            UPDATE runs SET status = 'running', owner = %(owner)s, epoch = epoch + 1,
+                lease_expires_at = %(until)s, started_at = COALESCE(started_at, %(now)s),
+                deadline_at = COALESCE(deadline_at, %(now)s + target.timeout)
+            FROM target WHERE runs.id = target.id
+            RETURNING {_prefixed("runs", RUN_COLUMNS)}
+        """
+
+        async def go(conn: Conn, ambiguous: bool) -> tuple[Lease, RunRecord] | None:
+            if ambiguous:
+                # An interrupted dequeue may have claimed a run for us: take it back.
+                cur = await conn.execute(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND owner = %s "
+                    "AND lease_expires_at = %s ORDER BY position LIMIT 1",
+                    (owner, now + lease_seconds),
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    run = run_from_row(row)
+                    return Lease(run_id=run.id, owner=owner, epoch=run.epoch), run
+            cur = await conn.execute(sql, params)
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            run = run_from_row(row)
+            return Lease(run_id=run.id, owner=owner, epoch=run.epoch), run
+
+        return await self._tx(go, transaction=False)
 
     async def queue_heads(self, run_ids: Collection[str]) -> list[RunRecord]:
         ids = list(run_ids)

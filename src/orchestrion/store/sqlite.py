@@ -23,7 +23,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -824,6 +824,54 @@ class SQLiteStore(Store):
             (*wanted, limit),
         )
         return [run_from_row(r) for r in rows]
+
+    async def claim_next(
+        self,
+        *,
+        owner: str,
+        turn_timeouts: Mapping[str, float | None],
+        lease_seconds: float,
+        now: float,
+    ) -> tuple[Lease, RunRecord] | None:
+        agents = list(turn_timeouts)
+        if not agents:
+            return None
+        marks = ",".join("?" * len(agents))
+        pick = f"""
+            SELECT r.id, r.agent FROM runs r INDEXED BY runs_queued
+            WHERE r.status = 'queued' AND r.agent IN ({marks})
+              AND NOT EXISTS (
+                SELECT 1 FROM runs o INDEXED BY runs_active_by_conversation
+                WHERE o.conversation_id = r.conversation_id
+                  AND o.status IN ('queued', 'running') AND o.position < r.position)
+            ORDER BY r.position LIMIT 1
+        """
+
+        def tx(conn: sqlite3.Connection) -> tuple[Lease, RunRecord] | None:
+            # The IMMEDIATE transaction holds the write lock: the pick and the update are
+            # one atomic step for every process on the file.
+            row = conn.execute(pick, agents).fetchone()
+            if row is None:
+                return None
+            run_id, agent = row
+            timeout = turn_timeouts[agent]
+            claimed = conn.execute(
+                f"UPDATE runs SET status = 'running', owner = ?, epoch = epoch + 1, "
+                "lease_expires_at = ?, started_at = COALESCE(started_at, ?), "
+                "deadline_at = COALESCE(deadline_at, ?) WHERE id = ? "
+                f"RETURNING {RUN_COLUMNS}",
+                (
+                    owner,
+                    now + lease_seconds,
+                    now,
+                    None if timeout is None else now + timeout,
+                    run_id,
+                ),
+            ).fetchone()
+            run = run_from_row(claimed)
+            return Lease(run_id=run_id, owner=owner, epoch=run.epoch), run
+
+        return await self._write(tx)
 
     async def queue_heads(self, run_ids: Collection[str]) -> list[RunRecord]:
         found: dict[str, RunRecord] = {}
