@@ -144,6 +144,26 @@ SQLITE_MIGRATIONS: list[str] = [
         WHERE status IN ('queued', 'running');
     CREATE INDEX runs_running_by_lease ON runs (lease_expires_at) WHERE status = 'running';
     """,
+    # 6: context summaries: what a summarising context policy folded into a summary (the
+    # messages it covers, its text, the model, the tokens), stored with the conversation.
+    # A run's summaries are keyed by the point of the run that made them, so a resumed run
+    # finds the one it already made instead of asking the model again.
+    """
+    CREATE TABLE summaries (
+        conversation_id TEXT NOT NULL,
+        run_id          TEXT NOT NULL,
+        label           TEXT NOT NULL,
+        first_idx       INTEGER NOT NULL,
+        last_idx        INTEGER NOT NULL,
+        text            TEXT NOT NULL,
+        model           TEXT NOT NULL,
+        input_tokens    INTEGER NOT NULL,
+        output_tokens   INTEGER NOT NULL,
+        created_at      REAL NOT NULL,
+        PRIMARY KEY (conversation_id, run_id, label)
+    ) WITHOUT ROWID;
+    CREATE INDEX summaries_by_coverage ON summaries (conversation_id, last_idx);
+    """,
 ]
 
 # PostgreSQL: the same versions as SQLite's list (migration N here brings the same tables
@@ -286,5 +306,22 @@ POSTGRES_MIGRATIONS: list[str] = [
     CREATE INDEX runs_active_by_conversation ON runs (conversation_id, position)
         WHERE status IN ('queued', 'running');
     CREATE INDEX runs_running_by_lease ON runs (lease_expires_at) WHERE status = 'running';
+    """,
+    # 6: as SQLite's 6 (context summaries)
+    """
+    CREATE TABLE summaries (
+        conversation_id TEXT NOT NULL,
+        run_id          TEXT NOT NULL,
+        label           TEXT NOT NULL,
+        first_idx       BIGINT NOT NULL,
+        last_idx        BIGINT NOT NULL,
+        text            TEXT NOT NULL,
+        model           TEXT NOT NULL,
+        input_tokens    BIGINT NOT NULL,
+        output_tokens   BIGINT NOT NULL,
+        created_at      DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (conversation_id, run_id, label)
+    );
+    CREATE INDEX summaries_by_coverage ON summaries (conversation_id, last_idx);
     """,
 ]
