@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from orchestrion.context.load import load_context
+from orchestrion.context.tokens import counter_of
 from orchestrion.engine.agent import Agent, TurnContext, TurnOutcome, run_turn
 from orchestrion.engine.conversation import ConversationState, check_transition
 from orchestrion.engine.journal import Journal
@@ -112,7 +114,15 @@ class RunExecutor:
         store, run = self.store, self.run
         conversation = await store.get_conversation(run.conversation_id)
         self._state = ConversationState(conversation.state)
-        history = [Message.model_validate(m) for m in await store.history(run.conversation_id)]
+        # Only what the agent's context policy needs: a window and a summary, not the
+        # whole history (keep_all() reads it all).
+        loaded = await load_context(
+            store,
+            self.agent.context_policy,
+            run,
+            message_count=conversation.message_count,
+            exact=counter_of(self.agent.model),
+        )
         recorded = await store.load_steps(run.id)
         emitter = self.emitter
         emitter.reset_seq(await store.last_event_seq(run.id) + 1)
@@ -153,7 +163,7 @@ class RunExecutor:
             conversation_id=run.conversation_id,
             tenant=run.tenant,
             deadline=run.deadline_at,
-            history=history,
+            context=loaded,
             user_message=Message.model_validate(run.input["message"]),
             set_state=self._set_state,
             record_effect=self._record_effect,
@@ -230,6 +240,8 @@ class RunExecutor:
             }
             if outcome.output is not None:
                 result["output"] = outcome.output
+            if outcome.context:
+                result["context"] = outcome.context
             error = None
             new_messages = [m.model_dump(mode="json") for m in outcome.new_messages]
             self._move(ConversationState.AWAITING_INPUT)
