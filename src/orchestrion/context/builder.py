@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrion.context.load import LoadedContext, Stored
+from orchestrion.context.selection import select
 from orchestrion.context.summary import summarize_step, summary_message
 from orchestrion.context.tokens import estimate_tools
 from orchestrion.context.units import pair_safe, units
-from orchestrion.context.selection import select
 from orchestrion.errors import StepFailed
 from orchestrion.models.messages import Message, ModelResponse, ToolSpec
 

@@ -8,6 +8,7 @@ handful of rows. So a turn's reads do not grow with the conversation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from orchestrion.models.messages import Message
 from orchestrion.store.base import MessageRecord, RunRecord, Store, SummaryRecord
 
 FIRST_PAGE_MIN, FIRST_PAGE_MAX, PAGE_MAX = 16, 256, 1024
-TOKENS_PER_ROW_GUESS = 100  # sizes the first page: pages grow if messages are short
+TOKENS_PER_ROW_GUESS = 100  # sizes the first page; the next ones from the rows read
 PINNED_SLACK = 16  # extra rows read after the pinned ones, to finish a tool-call unit
 
 
@@ -156,4 +157,7 @@ async def _read_window(
         if len(rows) < size or tokens >= budget or full:
             return found
         before = rows[0].index
-        page = min(PAGE_MAX, page * 2)
+        # Size the next page by the rows seen so far: what is left of the budget, in rows
+        # of their average size, and a fifth more.
+        per_row = max(1.0, tokens / len(found))
+        page = max(FIRST_PAGE_MIN, min(PAGE_MAX, math.ceil((budget - tokens) / per_row * 1.2)))
