@@ -408,7 +408,8 @@ def _bench_dir() -> Path:
 def bench(
     settings: Settings, name: str, quick: bool, as_json: bool, bench_store: str | None
 ) -> None:
-    """Run a benchmark from bench/ (steps, resilience, arguments, providers, streaming).
+    """Run a benchmark from bench/ (steps, resilience, arguments, providers, streaming,
+    reads, context).
 
     Each prints its numbers next to a baseline measured in the same run. Benchmarks that
     measure a store (steps) use the --store given on the command line, in throwaway

@@ -76,6 +76,9 @@ class ContextBuilder:
             self.budget = min(self.budget, int(self.limit * SHRINK_MARGIN))
         self.shrunk = False
         self.summary_failed = False
+        # Stored messages the window held at the last request, with the turn's own (they
+        # are stored when it ends): sizes the first read of the next turn.
+        self.rows: int | None = None
 
     # ---- a round --------------------------------------------------------------------
 
@@ -107,6 +110,8 @@ class ContextBuilder:
             out["calibration"] = round(self.estimator.calibration, 4)
         if self.limit is not None:
             out["limit"] = self.limit
+        if self.rows is not None:
+            out["rows"] = self.rows
         return out
 
     def _shrink(self, message: str, built: Built) -> None:
@@ -150,9 +155,10 @@ class ContextBuilder:
             if selection.history_start < len(self.history)
             else None
         )
-        attributes = self._window_attributes(
-            first_sent, len(self.history) - selection.history_start
-        )
+        history_sent = len(self.history) - selection.history_start
+        kept = len(self.history) if policy.kind == "summarize" else history_sent
+        self.rows = kept + len(turn)
+        attributes = self._window_attributes(first_sent, history_sent)
         if selection.turn_dropped:
             attributes["context.turn_trimmed"] = selection.turn_dropped
         return self._built(selection.messages, attributes)

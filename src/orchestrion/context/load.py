@@ -18,7 +18,7 @@ from orchestrion.context.units import units
 from orchestrion.models.messages import Message
 from orchestrion.store.base import MessageRecord, RunRecord, Store, SummaryRecord
 
-FIRST_PAGE_MIN, FIRST_PAGE_MAX, PAGE_MAX = 16, 256, 1024
+FIRST_PAGE_MIN, FIRST_PAGE_MAX, PAGE_MAX = 8, 256, 1024
 TOKENS_PER_ROW_GUESS = 100  # sizes the first page; the next ones from the rows read
 PINNED_SLACK = 16  # extra rows read after the pinned ones, to finish a tool-call unit
 
@@ -49,6 +49,7 @@ class LoadedContext:
     history: list[Stored] = field(default_factory=list)  # after the pinned ones and the base
     calibration: float | None = None
     learned_limit: int | None = None  # a context window a provider stated earlier
+    rows_hint: int | None = None  # how many stored messages the last turn's window held
     reads: int = 0  # store reads made to load it (the benchmark reports them)
 
     @property
@@ -99,6 +100,7 @@ async def load_context(
         learned = _context_state(previous[0].result)
         loaded.calibration = learned.get("calibration")
         loaded.learned_limit = learned.get("limit")
+        loaded.rows_hint = learned.get("rows")
         loaded.estimator = Estimator(loaded.calibration, exact)
     if policy.pinned:
         first = await store.history_page(cid, after=-1, limit=policy.pinned + PINNED_SLACK)
@@ -121,11 +123,13 @@ def _context_state(result: dict[str, Any] | None) -> dict[str, Any]:
     if not isinstance(state, dict):
         return {}
     out: dict[str, Any] = {}
-    calibration, limit = state.get("calibration"), state.get("limit")
+    calibration = state.get("calibration")
     if isinstance(calibration, int | float) and calibration > 0:
         out["calibration"] = float(calibration)
-    if isinstance(limit, int) and limit > 0:
-        out["limit"] = limit
+    for key in ("limit", "rows"):
+        value = state.get(key)
+        if isinstance(value, int) and value > 0:
+            out[key] = value
     return out
 
 
@@ -144,7 +148,12 @@ async def _read_window(
     if loaded.learned_limit is not None:
         budget = min(budget, loaded.learned_limit * (2 if policy.kind == "summarize" else 1))
     wanted = policy.max_messages
-    page = min(FIRST_PAGE_MAX, max(FIRST_PAGE_MIN, budget // TOKENS_PER_ROW_GUESS))
+    # The first page: what the last turn's window held and a fifth more (the messages
+    # of a conversation tend to keep their size), else a guess from the budget.
+    guess = budget // TOKENS_PER_ROW_GUESS
+    if loaded.rows_hint is not None:
+        guess = math.ceil(loaded.rows_hint * 1.2) + 2
+    page = min(FIRST_PAGE_MAX, max(FIRST_PAGE_MIN, guess))
     found: list[Stored] = []
     tokens, before = 0, None
     while True:
