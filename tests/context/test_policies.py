@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrion import Agent, Message, Orchestrion, ScriptedModel, say
+from orchestrion import Agent, Message, Orchestrion, ScriptedModel, render_text, say
 from orchestrion.context import DEFAULT_CONTEXT, custom, keep_all, summarize, window
 from orchestrion.context.builder import stated_limit
 from orchestrion.context.tokens import Estimator, estimate_message
@@ -119,6 +119,9 @@ async def test_a_window_sends_the_newest_messages_that_fit_and_the_store_keeps_a
         assert a["context.trimmed"] == 200 - a["context.history_messages"]
         assert a["context.trimmed_through"] == 199 - a["context.history_messages"]
         assert a["context.estimated_tokens"] <= 2_000 and a["context.summary"] is False
+        # `orchestrion trace` says so too.
+        text = render_text(await orx.trace(result.run_id))
+        assert f"{len(sent)} messages" in text and f"{a['context.trimmed']} left out" in text
         # Trimming is for the request only: the history holds every message.
         assert len(await orx.history("c1")) == 202
 
@@ -263,6 +266,18 @@ async def test_summaries_are_made_when_needed_stored_reused_and_extended(store_u
         assert len(await orx.history("c1")) == 24 + 40
 
 
+async def test_max_messages_also_makes_a_summary(store_url: str) -> None:
+    summariser = Recording([say(SUMMARY)], name="summariser")
+    model = Recording([say("ok")])
+    policy = summarize(50_000, max_messages=10, keep_recent=4, model=summariser)
+    async with Orchestrion(store_url, agents=[agent(model, policy)]) as orx:
+        await seed_turns(orx.store, "c1", chat_turns(8), agent="chat")
+        await orx.send("chat", "next", conversation="c1")
+        assert len(summariser.requests) == 1  # far under the token budget, over 10 messages
+        sent = model.requests[0].messages
+        assert SUMMARY in (sent[1].content or "") and len(sent) == 2 + 4 + 1
+
+
 async def test_retain_summary_drops_summarised_messages_but_not_pinned_ones(
     store_url: str,
 ) -> None:
@@ -320,6 +335,8 @@ async def test_a_failed_summary_degrades_to_the_window_and_says_so(store_url: st
         (failed,) = [e for e in events if e.type == "context.summary.failed"]
         assert failed.status == "error" and failed.attributes["context.fallback"] == "window"
         assert failed.attributes["error.type"] == "ProviderUnavailable"
+        text = render_text(await orx.trace(result.run_id))
+        assert "context summary failed (ProviderUnavailable): the window was used" in text
         (summary_step,) = await step_events(orx, result.run_id, "summarize")
         assert summary_step.status == "error"
         (chat,) = await step_events(orx, result.run_id)

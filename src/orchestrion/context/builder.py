@@ -237,15 +237,17 @@ class ContextBuilder:
 
     def _fold(self, turn: Sequence[Message]) -> list[Stored]:
         """The stored messages to fold into the summary: none while everything fits the
-        budget; else all but the newest `keep_recent` (whole units, and the kept part
-        opening on a user message)."""
+        budget (and `max_messages`); else all but the newest `keep_recent` (whole units,
+        and the kept part opening on a user message)."""
         assert self.budget is not None
         fixed = [*self.preamble, *(p.message for p in self.loaded.pinned)]
         if self.summary is not None:
             fixed.append(summary_message(self.summary))
         everything = [*fixed, *(s.message for s in self.history), *turn]
         total = self.estimator.scale(self.tools_raw) + self.estimator.messages(everything)
-        if total <= self.budget or not self.history:
+        limit = self.policy.max_messages
+        too_many = limit is not None and len(self.history) + len(turn) > limit
+        if (total <= self.budget and not too_many) or not self.history:
             return []
         messages = [s.message for s in self.history]
         found = units(messages)
