@@ -114,10 +114,10 @@ async def test_a_window_sends_the_newest_messages_that_fit_and_the_store_keeps_a
         (finished,) = await step_events(orx, result.run_id)
         a = finished.attributes
         assert a["context.policy"] == "window(max_tokens=2000)"
-        assert a["context.messages"] == len(sent)
-        assert a["context.history_messages"] == len(sent) - 2
-        assert a["context.trimmed"] == 200 - a["context.history_messages"]
-        assert a["context.trimmed_through"] == 199 - a["context.history_messages"]
+        assert a["context.message_count"] == len(sent)
+        assert a["context.history_count"] == len(sent) - 2
+        assert a["context.trimmed"] == 200 - a["context.history_count"]
+        assert a["context.trimmed_through"] == 199 - a["context.history_count"]
         assert a["context.estimated_tokens"] <= 2_000 and a["context.summary"] is False
         # `orchestrion trace` says so too.
         text = render_text(await orx.trace(result.run_id))

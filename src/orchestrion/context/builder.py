@@ -168,7 +168,7 @@ class ContextBuilder:
         tokens = self.estimator.scale(raw)
         base: dict[str, Any] = {
             "context.policy": self.policy.describe(),
-            "context.messages": len(messages),
+            "context.message_count": len(messages),
             "context.estimated_tokens": tokens,
         }
         if self.estimator.calibrated:
@@ -187,7 +187,7 @@ class ContextBuilder:
         trimmed = max(0, older_end - pinned_end - covered)
         attributes: dict[str, Any] = {
             "context.budget": self.budget,
-            "context.history_messages": history_sent,
+            "context.history_count": history_sent,
             "context.pinned": len(self.loaded.pinned),
             "context.trimmed": trimmed,
             "context.summary": self.summary is not None,

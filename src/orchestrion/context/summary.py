@@ -142,7 +142,7 @@ async def summarize_step(
         "context.summary.last_index": last,
     }
     if count is not None:
-        attributes["context.summary.folded_messages"] = count
+        attributes["context.summary.folded_count"] = count
     value: dict[str, Any] = await ctx.journal.step(
         f"summarize {model.name}", execute, attributes=attributes, announce=True
     )

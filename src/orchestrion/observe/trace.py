@@ -150,7 +150,9 @@ def _context_label(a: dict[str, Any]) -> str:
     """What a model request was made of, when its context policy left something out."""
     if not (a.get("context.trimmed") or a.get("context.summary") or a.get("context.shrunk")):
         return ""
-    parts = [f"{a.get('context.messages')} messages ~{a.get('context.estimated_tokens')} tokens"]
+    parts = [
+        f"{a.get('context.message_count')} messages ~{a.get('context.estimated_tokens')} tokens"
+    ]
     if a.get("context.trimmed"):
         parts.append(f"{a['context.trimmed']} left out")
     if a.get("context.summary"):
