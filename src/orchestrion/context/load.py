@@ -8,6 +8,7 @@ handful of rows. So a turn's reads do not grow with the conversation.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,30 +93,40 @@ async def load_context(
         loaded.reads += 1
         return loaded
 
-    previous = await store.list_runs(
-        conversation_id=cid, status="succeeded", before_position=run.position, limit=1
+    # Independent small reads, at once (on PostgreSQL: on several connections): what the
+    # last turn learned, the pinned messages, the summaries. Then the window, after them.
+    previous, first, summaries = await asyncio.gather(
+        store.list_runs(
+            conversation_id=cid, status="succeeded", before_position=run.position, limit=1
+        ),
+        _pinned_rows(store, cid, policy.pinned),
+        store.load_summaries(cid) if policy.kind == "summarize" else _nothing(),
     )
-    loaded.reads += 1
+    loaded.reads += 1 + bool(policy.pinned) + (policy.kind == "summarize")
     if previous:
         learned = _context_state(previous[0].result)
         loaded.calibration = learned.get("calibration")
         loaded.learned_limit = learned.get("limit")
         loaded.rows_hint = learned.get("rows")
         loaded.estimator = Estimator(loaded.calibration, exact)
-    if policy.pinned:
-        first = await store.history_page(cid, after=-1, limit=policy.pinned + PINNED_SLACK)
-        loaded.reads += 1
-        loaded.pinned = _pinned_prefix(stored(first), policy.pinned)
+    loaded.pinned = _pinned_prefix(stored(first), policy.pinned)
     after = loaded.pinned_end - 1
-    if policy.kind == "summarize":
-        summaries = await store.load_summaries(cid)
-        loaded.reads += 1
-        loaded.own = {s.label: s for s in summaries if s.run_id == run.id}
-        loaded.base = next((s for s in summaries if s.run_id != run.id), None)
-        if loaded.base is not None:
-            after = max(after, loaded.base.last_index)
+    loaded.own = {s.label: s for s in summaries if s.run_id == run.id}
+    loaded.base = next((s for s in summaries if s.run_id != run.id), None)
+    if loaded.base is not None:
+        after = max(after, loaded.base.last_index)
     loaded.history = await _read_window(store, cid, policy, after, loaded)
     return loaded
+
+
+async def _pinned_rows(store: Store, cid: str, count: int) -> list[MessageRecord]:
+    if not count:
+        return []
+    return await store.history_page(cid, after=-1, limit=count + PINNED_SLACK)
+
+
+async def _nothing() -> list[SummaryRecord]:
+    return []
 
 
 def _context_state(result: dict[str, Any] | None) -> dict[str, Any]:
