@@ -22,6 +22,7 @@ from orchestrion.context.load import load_context
 from orchestrion.store import open_store
 from orchestrion.store.base import QueueLimits, Store, SummaryRecord
 from tests.context.support import chat_turns, seed_turns
+from tests.store.conformance import event
 from tests.store.pg import DSN, fresh_schema, store_url
 
 WRITES_OR_READS = re.compile(r"^\s*(SELECT|WITH|UPDATE|DELETE|INSERT\s+INTO\s+\w+\s+SELECT)", re.I)
@@ -96,8 +97,6 @@ async def populate(store: Store) -> dict[str, Any]:
         await store.ensure_conversation(
             cid, tenant="default", agent="support", ttl_seconds=1e9, state="AWAITING_INPUT"
         )
-        from tests.store.conformance import event
-
         for n in range(2):
             run = await store.create_run(
                 run_id=f"q{i}-{n}",
