@@ -410,7 +410,8 @@ def bench(
     settings: Settings, name: str, quick: bool, as_json: bool, bench_store: str | None
 ) -> None:
     """Run a benchmark from bench/ (steps, peers, concurrency, fleet, streaming, reads,
-    resilience, arguments, providers, otel; bench/README.md says what each measures).
+    context, resilience, arguments, providers, otel; bench/README.md says what each
+    measures).
 
     Each prints its numbers next to a baseline measured in the same run. Benchmarks that
     measure a store (steps, peers, concurrency, fleet, reads, resilience) use the --store

@@ -40,6 +40,7 @@ from orchestrion.store.base import (
     RunRecord,
     StepRecord,
     Store,
+    SummaryRecord,
 )
 
 TENANT = "acme"
@@ -1474,3 +1475,131 @@ class StoreConformance:
         assert await store.list_runs(limit=0) == []
         with pytest.raises(ValueError, match="limit"):
             await store.list_runs(limit=-1)
+
+    # ---- context windows and summaries ----------------------------------------------------
+
+    async def _long_history(self, store: Store, turns: int) -> tuple[str, list[str]]:
+        """A conversation of `turns` completed turns of two messages each (c0, c1, ...)."""
+        cid = await conversation(store)
+        for turn in range(turns):
+            lease = await claim(store, await new_run(store, cid))
+            messages = [{"role": "user", "content": f"c{2 * turn}"}]
+            messages.append({"role": "assistant", "content": f"c{2 * turn + 1}"})
+            await store.complete_run(lease, completion(messages=messages), now=time.time())
+        return cid, [f"c{i}" for i in range(2 * turns)]
+
+    async def test_history_tail_reads_the_newest_messages_between_bounds_in_order(
+        self, store: Store
+    ) -> None:
+        cid, everything = await self._long_history(store, 60)
+
+        def contents(records: list[MessageRecord]) -> list[str]:
+            return [r.body["content"] for r in records]
+
+        assert contents(await store.history_tail(cid, limit=5)) == everything[-5:]
+        assert [r.index for r in await store.history_tail(cid, limit=3)] == [117, 118, 119]
+        # `after`: still the newest ones (a window after a summary), never the oldest.
+        assert contents(await store.history_tail(cid, limit=4, after=100)) == everything[-4:]
+        assert contents(await store.history_tail(cid, limit=50, after=110)) == everything[111:]
+        # `before`: the page before an index (reading a window backward, page by page).
+        assert contents(await store.history_tail(cid, limit=4, before=30)) == everything[26:30]
+        assert contents(await store.history_tail(cid, limit=4, after=27, before=30)) == (
+            everything[28:30]
+        )
+        # A large window comes whole and in order.
+        assert contents(await store.history_tail(cid, limit=1000)) == everything
+        assert await store.history_tail(cid, limit=0) == []
+        assert await store.history_tail("no-such-conversation", limit=10) == []
+
+    def _summary(self, cid: str, run_id: str, label: str, first: int, last: int) -> SummaryRecord:
+        return SummaryRecord(
+            conversation_id=cid,
+            run_id=run_id,
+            label=label,
+            first_index=first,
+            last_index=last,
+            text=f"summary of {first}..{last} by {run_id} ({label}) é",
+            model="summariser",
+            input_tokens=1200,
+            output_tokens=80,
+            created_at=1_700_000_000.25,
+        )
+
+    async def test_summaries_are_stored_once_per_run_and_label_and_pruned(
+        self, store: Store
+    ) -> None:
+        cid, _ = await self._long_history(store, 10)
+        first = await new_run(store, cid)
+        lease = await claim(store, first)
+        made = self._summary(cid, first.id, "round 0", 0, 9)
+        assert await store.save_summary(lease, made) == made
+        # The same run and label again (a resumed step): the stored one wins, unchanged.
+        again = self._summary(cid, first.id, "round 0", 0, 15)
+        assert await store.save_summary(lease, again) == made
+        later = self._summary(cid, first.id, "round 2", 0, 13)
+        await store.save_summary(lease, later)
+        assert await store.load_summaries(cid) == [later, made]
+        await store.complete_run(lease, completion(), now=time.time())
+
+        # A later run's summary prunes the older ones of other runs, but keeps their
+        # newest (what a resumed run of its own started from).
+        second = await new_run(store, cid)
+        lease2 = await claim(store, second)
+        newer = self._summary(cid, second.id, "round 0", 0, 17)
+        await store.save_summary(lease2, newer)
+        assert await store.load_summaries(cid) == [newer, later]
+        await store.complete_run(lease2, completion(), now=time.time())
+        third = await new_run(store, cid)
+        lease3 = await claim(store, third)
+        newest = self._summary(cid, third.id, "round 0", 0, 19)
+        await store.save_summary(lease3, newest)
+        assert await store.load_summaries(cid) == [newest, newer]
+        # Another conversation's summaries are its own.
+        assert await store.load_summaries(await conversation(store)) == []
+
+    async def test_saving_a_summary_is_fenced_and_of_the_runs_own_conversation(
+        self, store: Store
+    ) -> None:
+        cid, run, lease = await running_run(store)
+        other_cid = await conversation(store)
+        with pytest.raises(ValueError, match="own conversation"):
+            await store.save_summary(lease, self._summary(other_cid, run.id, "round 0", 0, 1))
+        with pytest.raises(ValueError, match="own conversation"):
+            await store.save_summary(lease, self._summary(cid, "run-x", "round 0", 0, 1))
+        stale = Lease(run.id, "w1", lease.epoch - 1)
+        with pytest.raises(LeaseLost):
+            await store.save_summary(stale, self._summary(cid, run.id, "round 0", 0, 1))
+        assert await store.load_summaries(cid) == []
+
+    async def test_a_summary_can_drop_the_messages_it_covers_once(self, store: Store) -> None:
+        cid, everything = await self._long_history(store, 20)
+        run = await new_run(store, cid)
+        lease = await claim(store, run)
+        # Keep the first two (pinned), drop 2..29, keep the rest.
+        await store.save_summary(lease, self._summary(cid, run.id, "round 0", 2, 29), drop=(2, 29))
+        left = await store.history_page(cid, limit=None)
+        assert [m.index for m in left] == [0, 1, *range(30, 40)]
+        assert [m.body["content"] for m in left] == everything[:2] + everything[30:]
+        # A resumed step saving the same summary drops nothing more.
+        await store.save_summary(lease, self._summary(cid, run.id, "round 0", 2, 35), drop=(2, 35))
+        assert len(await store.history_page(cid, limit=None)) == 12
+        # The history goes on at the next index; windows and pages skip the gap.
+        await store.complete_run(
+            lease, completion(messages=[{"role": "user", "content": "new"}]), now=time.time()
+        )
+        assert [m.index for m in await store.history_tail(cid, limit=3)] == [38, 39, 40]
+        assert [m.index for m in await store.history_tail(cid, limit=3, before=30)] == [0, 1]
+        assert (await store.get_conversation(cid)).message_count == 41
+
+    async def test_purge_deletes_summaries_of_purged_conversations(self, store: Store) -> None:
+        now = time.time()
+        expired = await conversation(store, ttl=60.0)
+        alive = await conversation(store)
+        for cid in (expired, alive):
+            run = await new_run(store, cid)
+            lease = await claim(store, run)
+            await store.save_summary(lease, self._summary(cid, run.id, "round 0", 0, 0))
+            await store.complete_run(lease, completion(), now=now)
+        await store.purge_expired(now=now + 3600)
+        assert await store.load_summaries(expired) == []
+        assert len(await store.load_summaries(alive)) == 1

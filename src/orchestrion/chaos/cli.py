@@ -67,6 +67,12 @@ def _echo_call(entry: dict[str, Any]) -> None:
     type=click.FloatRange(0),
     help="Seconds between stream events (overrides the plan's).",
 )
+@click.option(
+    "--context-window",
+    type=click.IntRange(1),
+    help="Refuse prompts over this many tokens (characters / 4) with the provider's real "
+    "context-length error (overrides the plan's).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Print one line per model call.")
 def serve(
     host: str,
@@ -76,6 +82,7 @@ def serve(
     seed: int | None,
     script: str | None,
     chunk_delay: float | None,
+    context_window: int | None,
     verbose: bool,
 ) -> None:
     """Run the chaos LLM server until interrupted.
@@ -100,6 +107,8 @@ def serve(
         changes["script"] = script
     if chunk_delay is not None:
         changes["chunk_delay"] = chunk_delay
+    if context_window is not None:
+        changes["context_window"] = context_window
     if changes:
         try:
             plan = FaultPlan.model_validate({**plan.model_dump(), **changes})

@@ -113,6 +113,10 @@ class FaultPlan(BaseModel):
     # Characters per streamed text/argument piece, and the pause between stream events.
     chunk_size: int = Field(default=8, ge=1)
     chunk_delay: float = Field(default=0.0, ge=0.0)
+    # The model's context window, in the tokens the server reports as input tokens
+    # (characters / 4): a longer prompt gets the provider's real context-length error,
+    # with the real numbers in it. None: no limit.
+    context_window: int | None = Field(default=None, ge=1)
 
     @classmethod
     def load(cls, path: str | Path) -> FaultPlan:

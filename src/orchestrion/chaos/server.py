@@ -76,6 +76,22 @@ def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def prompt_tokens(request: ModelRequest) -> int:
+    """The input tokens the server counts for a request (and reports in its usage)."""
+    return max(1, sum(len(m.content or "") for m in request.messages) // 4)
+
+
+def context_length_message(wire: Wire, window: int, tokens: int) -> tuple[str, str | None]:
+    """The provider's own words (and error code) for a prompt over the context window."""
+    if isinstance(wire, OpenAIWire):
+        return (
+            f"This model's maximum context length is {window} tokens. However, your messages "
+            f"resulted in {tokens} tokens. Please reduce the length of the messages.",
+            "context_length_exceeded",
+        )
+    return f"prompt is too long: {tokens} tokens > {window} maximum", None
+
+
 def _format_seconds(value: float) -> str:
     return str(int(value)) if value == int(value) else f"{value:g}"
 
@@ -154,13 +170,12 @@ def build_answer(
         text, calls = _cut(text, calls, limit)
         finish = "length"
         detail["cut_at_chars"] = limit
-    prompt = sum(len(m.content or "") for m in request.messages)
     answer = Answer(
         model=model,
         text=text,
         calls=calls,
         finish=finish,
-        input_tokens=max(1, prompt // 4),
+        input_tokens=prompt_tokens(request),
         output_tokens=_tokens(text + "".join(c.arguments for c in calls)),
     )
     return answer, detail
@@ -412,14 +427,14 @@ class ChaosApp:
                 status_code=status,
                 headers=headers,
             )
-        if kind == "context_length":
-            message = (
-                "This model's maximum context length is 8192 tokens. However, your messages "
-                "resulted in 9001 tokens. Please reduce the length of the messages."
-                if isinstance(wire, OpenAIWire)
-                else "prompt is too long: 210000 tokens > 200000 maximum"
-            )
-            code = "context_length_exceeded" if isinstance(wire, OpenAIWire) else None
+        window, tokens = plan.context_window, prompt_tokens(parsed)
+        if kind == "context_length" or (window is not None and tokens > window):
+            if kind == "context_length":  # injected: the classic numbers
+                window, tokens = (8192, 9001) if isinstance(wire, OpenAIWire) else (200000, 210000)
+            else:
+                entry["detail"].update(context_window=window, prompt_tokens=tokens)
+            assert window is not None
+            message, code = context_length_message(wire, window, tokens)
             return JSONResponse(
                 wire.error_body(400, message, None, code), status_code=400, headers=headers
             )

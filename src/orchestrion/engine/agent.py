@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from orchestrion.context.builder import Ask, ContextBuilder
+from orchestrion.context.load import LoadedContext
+from orchestrion.context.policy import ContextFunction, ContextPolicy, as_policy
 from orchestrion.engine.calls import model_call, tool_step
 from orchestrion.engine.conversation import ConversationState
 from orchestrion.engine.journal import Journal
@@ -21,6 +24,7 @@ from orchestrion.models.messages import (
     ModelRequest,
     ModelResponse,
     ToolCall,
+    ToolSpec,
     Usage,
 )
 from orchestrion.observe.events import RunEmitter
@@ -77,6 +81,10 @@ class Agent:
     argument_policy: ArgumentPolicy = field(default_factory=ArgumentPolicy)
     # A pydantic model the final answer must match (validated through the same pipeline).
     output_type: type[BaseModel] | None = None
+    # What of the conversation each model request carries (docs/context.md): a policy
+    # (keep_all(), window(...), summarize(...)) or a function of the messages. None: the
+    # default, window(max_tokens=16_000).
+    context: ContextPolicy | ContextFunction | None = None
     registry: ToolRegistry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +99,12 @@ class Agent:
                 f"'openai:gpt-4o-mini', not {type(given).__name__}"
             )
         self.registry = ToolRegistry(self.tools)
+        self.context = as_policy(self.context)
+
+    @property
+    def context_policy(self) -> ContextPolicy:
+        """`context` as the policy it became at construction."""
+        return as_policy(self.context)
 
 
 @dataclass
@@ -100,6 +114,7 @@ class TurnOutcome:
     usage: Usage
     model_calls: int
     output: dict[str, Any] | None = None  # the validated structured answer (output_type)
+    context: dict[str, Any] | None = None  # what the next turn's context starts from
 
 
 StateSetter = Callable[[ConversationState], Any]
@@ -117,7 +132,7 @@ class TurnContext:
     conversation_id: str
     tenant: str
     deadline: float | None
-    history: Sequence[Message]
+    context: LoadedContext  # the stored history a turn's requests are built from
     user_message: Message
     set_state: Callable[[ConversationState], Any]  # async
     record_effect: Callable[[str, str, dict[str, Any]], Any]  # async
@@ -125,7 +140,7 @@ class TurnContext:
 
 
 async def run_turn(ctx: TurnContext) -> TurnOutcome:
-    agent, journal, emitter = ctx.agent, ctx.journal, ctx.emitter
+    agent, emitter = ctx.agent, ctx.emitter
     preamble = _preamble(agent)
     turn: list[Message] = [ctx.user_message]
     usage = Usage()
@@ -134,23 +149,12 @@ async def run_turn(ctx: TurnContext) -> TurnOutcome:
     # replayed, because it depends only on the (journaled) model responses.
     budget = ReaskBudget(agent.argument_policy)
 
+    # The requests' messages come from the agent's context policy (window, summary...).
+    context = ContextBuilder(ctx, ctx.context, preamble, specs)
+
     for round_number in range(agent.max_steps):
         await ctx.set_state(ConversationState.STREAMING_RESPONSE)
-        request = ModelRequest(
-            messages=(*preamble, *ctx.history, *turn), tools=specs, deadline=ctx.deadline
-        )
-        response = await journal.step(
-            f"chat {agent.model.name}",
-            model_call(ctx, request),
-            decode=ModelResponse.model_validate,
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.request.model": agent.model.name,
-                "round": round_number,
-            },
-            announce=True,
-            effect="read",  # a model call has no side effect: it may be recorded lazily
-        )
+        response = await context.model_round(turn, round_number, _chat(ctx, specs, round_number))
         usage = usage + response.usage
         turn.append(response.message)
         truncated = response.finish_reason == "length"
@@ -161,6 +165,7 @@ async def run_turn(ctx: TurnContext) -> TurnOutcome:
                 turn.append(final)
                 continue
             final.new_messages, final.usage, final.model_calls = turn, usage, round_number + 1
+            final.context = context.state()
             return final
         await ctx.set_state(ConversationState.PROCESSING_TOOLS)
         # Arguments are checked and decided in call order (deterministic), then the
@@ -185,10 +190,33 @@ async def run_turn(ctx: TurnContext) -> TurnOutcome:
         turn.extend(await _together(pending))
         if give_up is not None:  # policy "message": end the turn with the configured words
             turn.append(Message.assistant(give_up))
-            return TurnOutcome(give_up, turn, usage, round_number + 1)
+            return TurnOutcome(give_up, turn, usage, round_number + 1, context=context.state())
     raise TooManySteps(
         f"agent {agent.name!r} made {agent.max_steps} model calls without a final answer"
     )
+
+
+def _chat(ctx: TurnContext, specs: tuple[ToolSpec, ...], round_number: int) -> Ask:
+    """The journaled model step of a round, with the messages the context policy chose."""
+    agent = ctx.agent
+
+    def ask(messages: tuple[Message, ...], attributes: dict[str, Any]) -> Awaitable[ModelResponse]:
+        request = ModelRequest(messages=messages, tools=specs, deadline=ctx.deadline)
+        return ctx.journal.step(
+            f"chat {agent.model.name}",
+            model_call(ctx, request),
+            decode=ModelResponse.model_validate,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": agent.model.name,
+                "round": round_number,
+                **attributes,
+            },
+            announce=True,
+            effect="read",  # a model call has no side effect: it may be recorded lazily
+        )
+
+    return ask
 
 
 def _preamble(agent: Agent) -> list[Message]:

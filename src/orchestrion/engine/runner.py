@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from orchestrion.context.load import load_context
+from orchestrion.context.tokens import counter_of
 from orchestrion.engine.agent import Agent, TurnContext, TurnOutcome, run_turn
 from orchestrion.engine.conversation import ConversationState, check_transition
 from orchestrion.engine.journal import Journal
@@ -112,18 +114,25 @@ class RunExecutor:
 
     # ---- the execution -----------------------------------------------------------------
 
-    async def execute(self, loaded: TurnState | None = None) -> Ending:
+    async def execute(self, claimed: TurnState | None = None) -> Ending:
         """Run the turn to a terminal status and return it (or "lost"/"released").
-        `loaded`: what the claimer already read (else it is read here)."""
+        `claimed`: what the claimer already read (else it is read here)."""
         store, run = self.store, self.run
-        loaded = loaded or await store.load_turn(run.id)
-        conversation = loaded.conversation
+        state = claimed or await store.load_turn(run.id)
+        conversation = state.conversation
         self._state = ConversationState(conversation.state)
-        stored = await store.history(run.conversation_id) if conversation.message_count else []
-        history = [Message.model_validate(m) for m in stored]
-        recorded = loaded.steps
+        # Only what the agent's context policy needs: a window and a summary, not the
+        # whole history (keep_all() reads it all).
+        loaded = await load_context(
+            store,
+            self.agent.context_policy,
+            run,
+            message_count=conversation.message_count,
+            exact=counter_of(self.agent.model),
+        )
+        recorded = state.steps
         emitter = self.emitter
-        emitter.reset_seq(loaded.last_event_seq + 1)
+        emitter.reset_seq(state.last_event_seq + 1)
         journal = Journal(store, self.lease, emitter, recorded, lease_seconds=self.lease_seconds)
         journal.resumed = bool(recorded) or self.resumed
         self.journal = journal
@@ -161,7 +170,7 @@ class RunExecutor:
             conversation_id=run.conversation_id,
             tenant=run.tenant,
             deadline=run.deadline_at,
-            history=history,
+            context=loaded,
             user_message=Message.model_validate(run.input["message"]),
             set_state=self._set_state,
             record_effect=self._record_effect,
@@ -238,6 +247,8 @@ class RunExecutor:
             }
             if outcome.output is not None:
                 result["output"] = outcome.output
+            if outcome.context:
+                result["context"] = outcome.context
             error = None
             new_messages = [m.model_dump(mode="json") for m in outcome.new_messages]
             self._move(ConversationState.AWAITING_INPUT)

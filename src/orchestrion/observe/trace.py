@@ -139,9 +139,27 @@ def _label(span: Span) -> str:
     if span.type == "run.resumed":
         steps = a.get("recorded_steps")
         return f"resume: epoch {a.get('epoch')} by {a.get('owner')}, {steps} steps recorded"
+    if span.type == "context.summary.failed":
+        return f"context summary failed ({a.get('error.type')}): the window was used"
     if a.get("attempts"):
         return f"{span.name} (re-executed after a resume: {a['attempts']} starts)"
-    return _resilience_label(span.type, a) or span.name
+    return _resilience_label(span.type, a) or span.name + _context_label(a)
+
+
+def _context_label(a: dict[str, Any]) -> str:
+    """What a model request was made of, when its context policy left something out."""
+    if not (a.get("context.trimmed") or a.get("context.summary") or a.get("context.shrunk")):
+        return ""
+    parts = [
+        f"{a.get('context.message_count')} messages ~{a.get('context.estimated_tokens')} tokens"
+    ]
+    if a.get("context.trimmed"):
+        parts.append(f"{a['context.trimmed']} left out")
+    if a.get("context.summary"):
+        parts.append(f"summary to #{a.get('context.summary.last_index')}")
+    if a.get("context.shrunk"):
+        parts.append("shrunk after a context-length error")
+    return f" (context: {', '.join(parts)})"
 
 
 def _resilience_label(kind: str, a: dict[str, Any]) -> str | None:

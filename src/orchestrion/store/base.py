@@ -55,6 +55,25 @@ class MessageRecord:
 
 
 @dataclass(slots=True)
+class SummaryRecord:
+    """A summary of a stretch of a conversation's history, made by a summarising context
+    policy: it stands for messages `first_index`..`last_index` (inclusive) in the model
+    requests of later turns. `label` names the point of the run that made it (one summary
+    per run and label), so a resumed run finds the summary it already made."""
+
+    conversation_id: str
+    run_id: str
+    label: str
+    first_index: int
+    last_index: int
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    created_at: float
+
+
+@dataclass(slots=True)
 class RunRecord:
     id: str
     conversation_id: str
@@ -302,6 +321,36 @@ class Store(abc.ABC):
         `after`, the page is the first `limit` of them (paging forward); without it, the
         last `limit` (paging backward from the newest). `limit` None: all of them. An
         unknown conversation has no messages."""
+
+    @abc.abstractmethod
+    async def history_tail(
+        self,
+        conversation_id: str,
+        *,
+        limit: int,
+        after: int | None = None,
+        before: int | None = None,
+    ) -> list[MessageRecord]:
+        """The newest `limit` messages whose index is > `after` and < `before` (each when
+        given), in order (oldest first), through the index: a turn's context window."""
+
+    # ---- context summaries ------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def load_summaries(self, conversation_id: str) -> list[SummaryRecord]:
+        """The conversation's stored summaries (a handful: saving one prunes the older
+        ones), the one covering the most messages first."""
+
+    @abc.abstractmethod
+    async def save_summary(
+        self, lease: Lease, summary: SummaryRecord, *, drop: tuple[int, int] | None = None
+    ) -> SummaryRecord:
+        """Store a summary made by the lease's run (fenced). Idempotent: when the run
+        already stored one under the same label, that one is kept and returned. Summaries
+        of other runs are pruned, except the newest of them (the one a resumed run
+        started from). `drop` = (first, last): delete the history messages with an
+        index in that range, in the same transaction (the agent keeps only the summary
+        of them, `retain="summary"`)."""
 
     @abc.abstractmethod
     async def set_conversation_state(

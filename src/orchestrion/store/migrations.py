@@ -152,6 +152,26 @@ SQLITE_MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_tenant_status ON runs (tenant, status, position);
     CREATE INDEX runs_by_position ON runs (position);
     """,
+    # 7: context summaries: what a summarising context policy folded into a summary (the
+    # messages it covers, its text, the model, the tokens), stored with the conversation.
+    # A run's summaries are keyed by the point of the run that made them, so a resumed run
+    # finds the one it already made instead of asking the model again.
+    """
+    CREATE TABLE summaries (
+        conversation_id TEXT NOT NULL,
+        run_id          TEXT NOT NULL,
+        label           TEXT NOT NULL,
+        first_idx       INTEGER NOT NULL,
+        last_idx        INTEGER NOT NULL,
+        text            TEXT NOT NULL,
+        model           TEXT NOT NULL,
+        input_tokens    INTEGER NOT NULL,
+        output_tokens   INTEGER NOT NULL,
+        created_at      REAL NOT NULL,
+        PRIMARY KEY (conversation_id, run_id, label)
+    ) WITHOUT ROWID;
+    CREATE INDEX summaries_by_coverage ON summaries (conversation_id, last_idx);
+    """,
 ]
 
 # PostgreSQL: the same versions as SQLite's list (migration N here brings the same tables
@@ -300,5 +320,22 @@ POSTGRES_MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_tenant ON runs (tenant, position);
     CREATE INDEX runs_by_tenant_status ON runs (tenant, status, position);
     CREATE INDEX runs_by_position ON runs (position);
+    """,
+    # 7: as SQLite's 7 (context summaries)
+    """
+    CREATE TABLE summaries (
+        conversation_id TEXT NOT NULL,
+        run_id          TEXT NOT NULL,
+        label           TEXT NOT NULL,
+        first_idx       BIGINT NOT NULL,
+        last_idx        BIGINT NOT NULL,
+        text            TEXT NOT NULL,
+        model           TEXT NOT NULL,
+        input_tokens    BIGINT NOT NULL,
+        output_tokens   BIGINT NOT NULL,
+        created_at      DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (conversation_id, run_id, label)
+    );
+    CREATE INDEX summaries_by_coverage ON summaries (conversation_id, last_idx);
     """,
 ]

@@ -59,6 +59,7 @@ from orchestrion.store.base import (
     RunRecord,
     StepRecord,
     Store,
+    SummaryRecord,
     TurnState,
     check_limit,
 )
@@ -67,6 +68,7 @@ from orchestrion.store.rows import (
     CONVERSATION_COLUMNS,
     EVENT_COLUMNS,
     RUN_COLUMNS,
+    SUMMARY_COLUMNS,
     conversation_from_row,
     dumps,
     event_from_row,
@@ -77,6 +79,8 @@ from orchestrion.store.rows import (
     messages_from_rows,
     run_from_row,
     runs_query,
+    summary_from_row,
+    summary_params,
 )
 
 T = TypeVar("T")
@@ -675,6 +679,77 @@ class PostgresStore(Store):
             conversation_id, mark="%s", after=after, before=before, limit=limit
         )
         return messages_from_rows(await self._fetch(sql, params), reverse=backward)
+
+    async def history_tail(
+        self,
+        conversation_id: str,
+        *,
+        limit: int,
+        after: int | None = None,
+        before: int | None = None,
+    ) -> list[MessageRecord]:
+        sql, params, backward = history_query(
+            conversation_id, mark="%s", after=after, before=before, limit=limit, newest=True
+        )
+        return messages_from_rows(await self._fetch(sql, params), reverse=backward)
+
+    # ---- context summaries ------------------------------------------------------------
+
+    async def load_summaries(self, conversation_id: str) -> list[SummaryRecord]:
+        rows = await self._fetch(
+            f"SELECT {SUMMARY_COLUMNS} FROM summaries WHERE conversation_id = %s "
+            "ORDER BY last_idx DESC",
+            (conversation_id,),
+        )
+        return [summary_from_row(r) for r in rows]
+
+    async def save_summary(
+        self, lease: Lease, summary: SummaryRecord, *, drop: tuple[int, int] | None = None
+    ) -> SummaryRecord:
+        cid, run_id = summary.conversation_id, summary.run_id
+        marks = ", ".join(["%s"] * 10)
+
+        # Idempotent as a whole (the insert does nothing the second time, and then drops
+        # nothing), so a retry after a dropped connection needs no special check.
+        async def tx(conn: Conn, _ambiguous: bool) -> SummaryRecord:
+            cur = await conn.execute(
+                _FENCE_LOCK_CONVERSATION, {"run_id": lease.run_id, "epoch": lease.epoch}
+            )
+            fenced = await cur.fetchone()
+            if fenced is None:
+                raise lease_lost(lease)
+            if run_id != lease.run_id or fenced[1] != cid:
+                raise ValueError(
+                    f"run {lease.run_id} cannot store a summary of run {run_id} of "
+                    f"conversation {cid!r}: only of its own conversation"
+                )
+            cur = await conn.execute(
+                f"INSERT INTO summaries ({SUMMARY_COLUMNS}) VALUES ({marks}) "
+                "ON CONFLICT DO NOTHING",
+                summary_params(summary),
+            )
+            inserted = cur.rowcount
+            cur = await conn.execute(
+                f"SELECT {SUMMARY_COLUMNS} FROM summaries "
+                "WHERE conversation_id = %s AND run_id = %s AND label = %s",
+                (cid, run_id, summary.label),
+            )
+            stored = await cur.fetchone()
+            assert stored is not None
+            await conn.execute(
+                "DELETE FROM summaries WHERE conversation_id = %(c)s AND run_id <> %(r)s "
+                "AND last_idx < (SELECT max(last_idx) FROM summaries "
+                "WHERE conversation_id = %(c)s AND run_id <> %(r)s)",
+                {"c": cid, "r": run_id},
+            )
+            if inserted and drop is not None:
+                await conn.execute(
+                    "DELETE FROM messages WHERE conversation_id = %s AND idx >= %s AND idx <= %s",
+                    (cid, drop[0], drop[1]),
+                )
+            return summary_from_row(stored)
+
+        return await self._tx(tx)
 
     async def set_conversation_state(
         self,
@@ -1568,6 +1643,7 @@ class PostgresStore(Store):
             cur = await conn.execute("DELETE FROM runs WHERE conversation_id = ANY(%s)", (ids,))
             report.runs = cur.rowcount
             await conn.execute("DELETE FROM messages WHERE conversation_id = ANY(%s)", (ids,))
+            await conn.execute("DELETE FROM summaries WHERE conversation_id = ANY(%s)", (ids,))
             await conn.execute("DELETE FROM effects WHERE conversation_id = ANY(%s)", (ids,))
             cur = await conn.execute("DELETE FROM conversations WHERE id = ANY(%s)", (ids,))
             report.conversations = cur.rowcount

@@ -15,6 +15,7 @@ from orchestrion.store.base import (
     Lease,
     MessageRecord,
     RunRecord,
+    SummaryRecord,
     check_limit,
 )
 
@@ -139,10 +140,17 @@ def runs_query(
 
 
 def history_query(
-    conversation_id: str, *, mark: str, after: int | None, before: int | None, limit: int | None
+    conversation_id: str,
+    *,
+    mark: str,
+    after: int | None,
+    before: int | None,
+    limit: int | None,
+    newest: bool = False,
 ) -> tuple[str, list[Any], bool]:
-    """The SELECT of `Store.history_page`, its params, and whether its rows come newest
-    first (to be reversed)."""
+    """The SELECT of `Store.history_page` (with `newest`, of `Store.history_tail`: the
+    last `limit` even after `after`), its params, and whether its rows come newest first
+    (to be reversed)."""
     check_limit(limit)
     where = [f"conversation_id = {mark}"]
     params: list[Any] = [conversation_id]
@@ -152,7 +160,7 @@ def history_query(
     if before is not None:
         where.append(f"idx < {mark}")
         params.append(before)
-    backward = after is None and limit is not None
+    backward = (after is None or newest) and limit is not None
     sql = (
         f"SELECT idx, run_id, body FROM messages WHERE {' AND '.join(where)} "
         f"ORDER BY idx {'DESC' if backward else 'ASC'}"
@@ -168,6 +176,44 @@ def messages_from_rows(rows: Sequence[tuple[Any, ...]], *, reverse: bool) -> lis
     if reverse:
         records.reverse()
     return records
+
+
+SUMMARY_COLUMNS = (
+    "conversation_id, run_id, label, first_idx, last_idx, text, model, input_tokens, "
+    "output_tokens, created_at"
+)
+
+
+def summary_from_row(row: tuple[Any, ...]) -> SummaryRecord:
+    """A SummaryRecord from a row of SUMMARY_COLUMNS."""
+    return SummaryRecord(
+        conversation_id=row[0],
+        run_id=row[1],
+        label=row[2],
+        first_index=int(row[3]),
+        last_index=int(row[4]),
+        text=row[5],
+        model=row[6],
+        input_tokens=int(row[7]),
+        output_tokens=int(row[8]),
+        created_at=float(row[9]),
+    )
+
+
+def summary_params(s: SummaryRecord) -> tuple[Any, ...]:
+    """A SummaryRecord as the values of SUMMARY_COLUMNS."""
+    return (
+        s.conversation_id,
+        s.run_id,
+        s.label,
+        s.first_index,
+        s.last_index,
+        s.text,
+        s.model,
+        s.input_tokens,
+        s.output_tokens,
+        s.created_at,
+    )
 
 
 def events_by_run(

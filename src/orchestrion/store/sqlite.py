@@ -54,6 +54,7 @@ from orchestrion.store.base import (
     RunRecord,
     StepRecord,
     Store,
+    SummaryRecord,
     check_limit,
 )
 from orchestrion.store.migrations import SQLITE_APPLICATION_ID, SQLITE_MIGRATIONS
@@ -61,6 +62,7 @@ from orchestrion.store.rows import (
     CONVERSATION_COLUMNS,
     EVENT_COLUMNS,
     RUN_COLUMNS,
+    SUMMARY_COLUMNS,
     conversation_from_row,
     dumps,
     event_from_row,
@@ -71,6 +73,8 @@ from orchestrion.store.rows import (
     messages_from_rows,
     run_from_row,
     runs_query,
+    summary_from_row,
+    summary_params,
 )
 
 T = TypeVar("T")
@@ -239,6 +243,16 @@ def _has_room(conn: sqlite3.Connection, limits: QueueLimits, now: float) -> bool
         if limits.take_token(bucket, now) is None:
             return False
     return True
+
+
+def _check_summary_owner(conn: sqlite3.Connection, lease: Lease, summary: SummaryRecord) -> None:
+    """A run stores summaries of its own conversation only (the caller fenced the lease)."""
+    row = conn.execute("SELECT conversation_id FROM runs WHERE id = ?", (lease.run_id,)).fetchone()
+    if summary.run_id != lease.run_id or row is None or row[0] != summary.conversation_id:
+        raise ValueError(
+            f"run {lease.run_id} cannot store a summary of run {summary.run_id} of "
+            f"conversation {summary.conversation_id!r}: only of its own conversation"
+        )
 
 
 def _move_conversation(conn: sqlite3.Connection, lease: Lease, state: str) -> None:
@@ -649,6 +663,66 @@ class SQLiteStore(Store):
             return messages_from_rows(conn.execute(sql, params).fetchall(), reverse=backward)
 
         return await self._read_large(read)
+
+    async def history_tail(
+        self,
+        conversation_id: str,
+        *,
+        limit: int,
+        after: int | None = None,
+        before: int | None = None,
+    ) -> list[MessageRecord]:
+        sql, params, backward = history_query(
+            conversation_id, mark="?", after=after, before=before, limit=limit, newest=True
+        )
+        if limit <= INLINE_ROWS:  # a window is small: read it on the loop
+            return messages_from_rows(await self._read(sql, tuple(params)), reverse=backward)
+
+        def read(conn: sqlite3.Connection) -> list[MessageRecord]:
+            return messages_from_rows(conn.execute(sql, params).fetchall(), reverse=backward)
+
+        return await self._read_large(read)
+
+    # ---- context summaries ------------------------------------------------------------
+
+    async def load_summaries(self, conversation_id: str) -> list[SummaryRecord]:
+        rows = await self._read(
+            f"SELECT {SUMMARY_COLUMNS} FROM summaries WHERE conversation_id = ? "
+            "ORDER BY last_idx DESC",
+            (conversation_id,),
+        )
+        return [summary_from_row(r) for r in rows]
+
+    async def save_summary(
+        self, lease: Lease, summary: SummaryRecord, *, drop: tuple[int, int] | None = None
+    ) -> SummaryRecord:
+        def tx(conn: sqlite3.Connection) -> SummaryRecord:
+            _fence(conn, lease)
+            _check_summary_owner(conn, lease, summary)
+            inserted = conn.execute(
+                f"INSERT INTO summaries ({SUMMARY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT DO NOTHING",
+                summary_params(summary),
+            ).rowcount
+            stored = conn.execute(
+                f"SELECT {SUMMARY_COLUMNS} FROM summaries "
+                "WHERE conversation_id = ? AND run_id = ? AND label = ?",
+                (summary.conversation_id, summary.run_id, summary.label),
+            ).fetchone()
+            cid, run_id = summary.conversation_id, summary.run_id
+            conn.execute(
+                "DELETE FROM summaries WHERE conversation_id = ? AND run_id != ? AND last_idx < "
+                "(SELECT max(last_idx) FROM summaries WHERE conversation_id = ? AND run_id != ?)",
+                (cid, run_id, cid, run_id),
+            )
+            if inserted and drop is not None:
+                conn.execute(
+                    "DELETE FROM messages WHERE conversation_id = ? AND idx >= ? AND idx <= ?",
+                    (cid, drop[0], drop[1]),
+                )
+            return summary_from_row(stored)
+
+        return await self._write(tx)
 
     async def set_conversation_state(
         self,
@@ -1264,6 +1338,9 @@ class SQLiteStore(Store):
                 "DELETE FROM runs WHERE conversation_id IN (SELECT id FROM purge_ids)"
             ).rowcount
             conn.execute("DELETE FROM messages WHERE conversation_id IN (SELECT id FROM purge_ids)")
+            conn.execute(
+                "DELETE FROM summaries WHERE conversation_id IN (SELECT id FROM purge_ids)"
+            )
             conn.execute("DELETE FROM effects WHERE conversation_id IN (SELECT id FROM purge_ids)")
             report.conversations = conn.execute(
                 "DELETE FROM conversations WHERE id IN (SELECT id FROM purge_ids)"
