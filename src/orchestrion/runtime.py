@@ -18,13 +18,14 @@ from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrion.engine.agent import Agent, BusyPolicy
+from orchestrion.engine.agent import Agent
 from orchestrion.engine.conversation import ConversationState
 from orchestrion.engine.worker import Worker, log_breaker_event
 from orchestrion.errors import NotFound, OrchestrionError
 from orchestrion.models.base import close_models
 from orchestrion.models.messages import Message
-from orchestrion.observe.events import Event, new_id, new_trace_id, run_span_id
+from orchestrion.observe.events import new_id, new_trace_id, run_span_id
+from orchestrion.observe.public import Event, public_event
 from orchestrion.observe.telemetry import telemetry_for
 from orchestrion.observe.trace import Span, build_run_tree, conversation_tree
 from orchestrion.observe.traceparent import require_traceparent
@@ -38,12 +39,15 @@ from orchestrion.reading import (
 from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.store import open_store
 from orchestrion.store.base import (
+    BusyPolicy,
     Durability,
     EventRecord,
     NewConversation,
     PurgeReport,
     RunRecord,
+    RunStatus,
     Store,
+    run_status,
 )
 
 POLL_INTERVAL = 0.05  # how often a reader of another process's run looks at the store
@@ -55,9 +59,13 @@ DEFAULT_CONCURRENCY = 1000
 
 @dataclass
 class TurnResult:
+    """How a turn ended (or where it is: `queued`, `running`). `answer` is the final
+    answer, or for a failed turn the agent's degradation message (never a raw error);
+    `error` is {"type", "message"} for a failed or cancelled turn."""
+
     run_id: str
     conversation_id: str
-    status: str
+    status: RunStatus
     answer: str
     error: dict[str, Any] | None = None
 
@@ -244,7 +252,7 @@ class Orchestrion:
                     if isinstance(item, EventRecord):
                         if item.seq:
                             last_seq = item.seq
-                        yield item
+                        yield public_event(item)
                         if item.type == "run.finished":
                             return
                         continue
@@ -261,6 +269,13 @@ class Orchestrion:
         self, run_id: str, *, after_seq: int = 0, interval: float = POLL_INTERVAL
     ) -> AsyncGenerator[Event, None]:
         """Yield a run's stored events after `after_seq`, polling until the run ends."""
+        async with contextlib.aclosing(self._stored(run_id, after_seq, interval)) as stored:
+            async for record in stored:
+                yield public_event(record)
+
+    async def _stored(
+        self, run_id: str, after_seq: int, interval: float
+    ) -> AsyncGenerator[EventRecord, None]:
         while True:
             events = await self.store.read_events(run_id, after_seq=after_seq)
             for event in events:
@@ -303,7 +318,7 @@ class Orchestrion:
         return TurnResult(
             run_id=run.id,
             conversation_id=run.conversation_id,
-            status=run.status,
+            status=run_status(run.status),
             answer=(run.result or {}).get("answer", ""),
             error=run.error,
         )

@@ -32,6 +32,7 @@ from starlette.routing import Route
 from orchestrion.engine.conversation import ConversationState
 from orchestrion.errors import ConversationBusy, NotFound
 from orchestrion.observe.events import new_id
+from orchestrion.observe.public import public_event
 from orchestrion.observe.trace import Span
 from orchestrion.observe.traceparent import valid_traceparent
 from orchestrion.reading import InvalidCursor
@@ -42,8 +43,6 @@ from orchestrion.server.schemas import (
     ConversationDetail,
     ConversationOut,
     CreateConversation,
-    EventOut,
-    EventPage,
     PostMessage,
     RunOut,
 )
@@ -453,13 +452,14 @@ class Api:
         finished = any(e.type == "run.finished" for e in page) or (
             run.terminal and len(events) == len(page)
         )
+        # The shape of EventPage, built directly: the events are typed already.
         return JSONResponse(
-            EventPage(
-                run_id=run.id,
-                events=[EventOut.model_validate(event_json(e)) for e in page],
-                next_after=page[-1].seq if page else after,
-                finished=finished,
-            ).model_dump(mode="json")
+            {
+                "run_id": run.id,
+                "events": [event_json(public_event(e)) for e in page],
+                "next_after": page[-1].seq if page else after,
+                "finished": finished,
+            }
         )
 
     async def cancel_run(self, request: Request) -> Response:

@@ -7,12 +7,12 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from orchestrion.observe.public import EVENT_CLASSES
 from orchestrion.server.schemas import (
     ConversationDetail,
     ConversationOut,
     CreateConversation,
     ErrorBody,
-    EventOut,
     EventPage,
     Health,
     PostMessage,
@@ -28,7 +28,6 @@ _MODELS: list[type[BaseModel]] = [
     ConversationOut,
     ConversationDetail,
     RunOut,
-    EventOut,
     EventPage,
     TraceOut,
     RunTraceOut,
@@ -50,8 +49,10 @@ def _error(description: str) -> dict[str, Any]:
 
 _SSE_DESCRIPTION = (
     "Server-Sent Events: one frame per durable event (`id: <seq>`, "
-    "`event: <type>`, `data: <EventOut JSON>`), keep-alive comments while waiting; the "
-    "stream ends after `run.finished`."
+    "`event: <type>`, `data: <Event JSON>`: one of the typed events, whose `type` is the "
+    "frame's event name), keep-alive comments while waiting; the stream ends after "
+    "`run.finished`. An event type without a schema of its own is an OtherEvent: read "
+    "its `attributes`."
 )
 _SSE_CONTENT: dict[str, Any] = {"text/event-stream": {"schema": {"type": "string"}}}
 _SSE: dict[str, Any] = {
@@ -89,9 +90,12 @@ def _cursor_param(name: str, description: str, schema: dict[str, Any]) -> dict[s
 
 def openapi_document(limits: Any) -> dict[str, Any]:
     _, defs = models_json_schema(
-        [(m, "serialization") for m in _MODELS], ref_template="#/components/schemas/{model}"
+        [(m, "serialization") for m in (*_MODELS, *EVENT_CLASSES)],
+        ref_template="#/components/schemas/{model}",
     )
     schemas = defs.get("$defs", {})
+    # The `data` of an SSE frame, and an item of an events page.
+    schemas["Event"] = {"anyOf": [_ref(c) for c in EVENT_CLASSES]}
     run_id = _id_param("run_id", "run")
     conversation_id = _id_param("conversation_id", "conversation")
     bad_body = {

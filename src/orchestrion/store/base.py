@@ -11,14 +11,25 @@ import abc
 import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
-from orchestrion.errors import LeaseLost
+from orchestrion.errors import LeaseLost, StoreError
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 Durability = Literal["normal", "full"]
-BusyPolicy = Literal["enqueue", "reject"]
+# What a new turn does when its conversation already has one in progress: wait behind it,
+# be refused (ConversationBusy), or cancel it first. The store sees only "enqueue" and
+# "reject": the runtime cancels the active runs before it queues an "interrupt".
+BusyPolicy = Literal["enqueue", "reject", "interrupt"]
+
+
+def run_status(value: str) -> RunStatus:
+    """A stored run status as the RunStatus it is (StoreError for one this version does not
+    know: the store was written by a newer orchestrion)."""
+    if value not in get_args(RunStatus):
+        raise StoreError(f"unknown run status {value!r} in the store (a newer orchestrion?)")
+    return cast(RunStatus, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +331,8 @@ class Store(abc.ABC):
         new_conversation: NewConversation | None = None,
     ) -> RunRecord:
         """Queue a run. With busy_policy "reject", raise ConversationBusy when the
-        conversation already has a queued or running run (checked atomically).
+        conversation already has a queued or running run (checked atomically); "interrupt"
+        queues like "enqueue" here (the caller cancelled the active runs first).
 
         With `new_conversation`, a conversation of that id is created first when there is
         none (same transaction); an existing one of another tenant is still NotFound."""
