@@ -9,6 +9,7 @@ import inspect
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from orchestrion.cli_common import (
 )
 from orchestrion.cli_common import run as _run
 from orchestrion.engine.agent import Agent
-from orchestrion.errors import OrchestrionError
+from orchestrion.errors import NotFound, OrchestrionError
 from orchestrion.observe.cli import history, runs, show, trace
 from orchestrion.observe.trace import render_text, shorten
 from orchestrion.resilience.cli import breakers
@@ -376,6 +377,32 @@ def purge(settings: Settings) -> None:
         click.echo(
             f"purged {report.conversations} conversation(s), {report.runs} run(s), "
             f"{report.events} event(s)"
+        )
+
+    _run(go())
+
+
+# ---- close ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("conversation_id", metavar="CONVERSATION")
+@pass_settings
+def close(settings: Settings, conversation_id: str) -> None:
+    """Close a conversation: it takes no more turns (they are refused), and its history,
+    runs and traces stay readable until it expires. Refused while a turn is queued or
+    running (cancel it, or let it end, first)."""
+
+    async def go() -> None:
+        async with settings.runtime(create=False) as orx:
+            try:
+                info = await orx.close_conversation(conversation_id)
+            except NotFound:
+                raise NotFound(f"no conversation {conversation_id!r} in this store") from None
+        expires = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.expires_at))
+        click.echo(
+            f"conversation {info.id} is closed ({info.message_count} message(s) kept until "
+            f"it expires at {expires})"
         )
 
     _run(go())

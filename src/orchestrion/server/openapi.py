@@ -207,8 +207,28 @@ def openapi_document(limits: Any) -> dict[str, Any]:
                     "202": _json(RunOut, "stream=false: the queued run."),
                     **_AUTH_ERRORS,
                     "404": _error("No such conversation."),
-                    "409": _error("busy_policy reject and the conversation has an active turn."),
+                    "409": _error(
+                        "conversation_busy: busy_policy reject and the conversation has an "
+                        "active turn; conversation_closed / conversation_expired: the "
+                        "conversation takes no more turns."
+                    ),
                     **bad_body,
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}/close": {
+            "post": {
+                "summary": "Close a conversation: it takes no more turns; its history stays "
+                "readable until it expires. Closing a closed conversation changes nothing.",
+                "parameters": [conversation_id],
+                "responses": {
+                    "200": _json(ConversationOut, "The conversation, state CLOSED."),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such conversation."),
+                    "409": _error(
+                        "conversation_busy: a turn is queued or running (cancel it, or wait "
+                        "for it to end, then close)."
+                    ),
                 },
             }
         },

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrion.engine.conversation import ConversationState
 from orchestrion.observe.public import Event
 from orchestrion.store.base import BusyPolicy, RunStatus
 
@@ -64,7 +65,10 @@ class ErrorBody(BaseModel):
 class ConversationOut(BaseModel):
     id: str
     agent: str
-    state: str
+    state: ConversationState = Field(
+        description="CLOSED once closed, EXPIRED once past expires_at with no turn in "
+        "flight: both take no more turns (409); the history stays readable."
+    )
     version: int = Field(description="Bumped once per completed turn.")
     message_count: int
     created_at: float

@@ -313,6 +313,17 @@ class Store(abc.ABC):
         """Move the conversation from `expected` to `new` (fenced). The state machine is
         checked by the engine; the store refuses when the current state is not `expected`."""
 
+    @abc.abstractmethod
+    async def close_conversation(
+        self, conversation_id: str, *, tenant: str | None = None, now: float
+    ) -> ConversationRecord:
+        """Close the conversation (state CLOSED) and return it: `create_run` refuses it
+        from then on (ConversationClosed); its history, runs and events stay readable
+        until it expires and is purged. Closing a closed conversation returns it as it
+        is. Refused with ConversationBusy while it has a queued or running run (checked
+        atomically with `create_run`: no run is queued in between). NotFound for an
+        unknown id, or another tenant's (when `tenant` is given)."""
+
     # ---- runs -------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -335,7 +346,11 @@ class Store(abc.ABC):
         queues like "enqueue" here (the caller cancelled the active runs first).
 
         With `new_conversation`, a conversation of that id is created first when there is
-        none (same transaction); an existing one of another tenant is still NotFound."""
+        none (same transaction); an existing one of another tenant is still NotFound.
+
+        A conversation that takes no more turns refuses the run: a closed one
+        (ConversationClosed), and one past its `expires_at` without a queued or running
+        run (ConversationExpired: it is EXPIRED, and `purge_expired` deletes it)."""
 
     @abc.abstractmethod
     async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord: ...

@@ -63,9 +63,14 @@ from orchestrion.store.base import (
 )
 from orchestrion.store.migrations import POSTGRES_MIGRATIONS
 from orchestrion.store.rows import (
+    ACTIVE_RUN_SQL,
+    CLOSED_STATE,
     CONVERSATION_COLUMNS,
     EVENT_COLUMNS,
     RUN_COLUMNS,
+    close_refused,
+    conversation_closed,
+    conversation_expired,
     conversation_from_row,
     dumps,
     event_from_row,
@@ -117,6 +122,7 @@ def parse_postgres_url(url: str) -> tuple[str, str, str]:
     return conninfo, schema, f"{host}:{port}"
 
 
+_ACTIVE_RUN = ACTIVE_RUN_SQL.format(mark="%s")
 _STEP_COLUMNS = (
     "run_id, seq, name, status, result, error, idempotency_key, started_at, finished_at, epoch"
 )
@@ -686,6 +692,38 @@ class PostgresStore(Store):
         row = await cur.fetchone()
         return row is not None and int(row[0]) == len(events)
 
+    async def close_conversation(
+        self, conversation_id: str, *, tenant: str | None = None, now: float
+    ) -> ConversationRecord:
+        async def tx(conn: Conn, _ambiguous: bool) -> ConversationRecord:
+            # The row lock orders this with create_run (which takes it too): no run can
+            # be queued between the check for an active run and the close.
+            cur = await conn.execute(
+                "SELECT tenant, state FROM conversations WHERE id = %s FOR NO KEY UPDATE",
+                (conversation_id,),
+            )
+            found = await cur.fetchone()
+            if found is None or (tenant is not None and found[0] != tenant):
+                raise NotFound(f"conversation {conversation_id!r} not found")
+            if found[1] != CLOSED_STATE:
+                cur = await conn.execute(_ACTIVE_RUN, (conversation_id,))
+                active = await cur.fetchone()
+                if active is not None:
+                    raise close_refused(conversation_id, active[0])
+                await conn.execute(
+                    "UPDATE conversations SET state = %s, updated_at = %s WHERE id = %s",
+                    (CLOSED_STATE, now, conversation_id),
+                )
+            cur = await conn.execute(
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
+                (conversation_id,),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            return conversation_from_row(row)
+
+        return await self._tx(tx)
+
     # ---- runs -------------------------------------------------------------------------
 
     async def create_run(
@@ -730,20 +768,21 @@ class PostgresStore(Store):
             # The conversation row lock orders the runs of one conversation: their
             # positions are taken (and committed) one after another.
             cur = await conn.execute(
-                "SELECT tenant FROM conversations WHERE id = %s FOR NO KEY UPDATE",
+                "SELECT tenant, state, expires_at FROM conversations WHERE id = %s "
+                "FOR NO KEY UPDATE",
                 (conversation_id,),
             )
-            owner_tenant = await cur.fetchone()
-            if owner_tenant is None or owner_tenant[0] != tenant:
+            found = await cur.fetchone()
+            if found is None or found[0] != tenant:
                 raise NotFound(f"conversation {conversation_id!r} not found")
-            if busy_policy == "reject":
-                cur = await conn.execute(
-                    "SELECT id FROM runs WHERE conversation_id = %s "
-                    "AND status IN ('queued','running') LIMIT 1",
-                    (conversation_id,),
-                )
+            if found[1] == CLOSED_STATE:
+                raise conversation_closed(conversation_id)
+            if busy_policy == "reject" or found[2] < now:
+                cur = await conn.execute(_ACTIVE_RUN, (conversation_id,))
                 active = await cur.fetchone()
-                if active is not None:
+                if active is None and found[2] < now:  # idle past its expiry: EXPIRED
+                    raise conversation_expired(conversation_id, found[2])
+                if active is not None and busy_policy == "reject":
                     raise ConversationBusy(
                         f"conversation {conversation_id!r} already has an active run ({active[0]})"
                     )
