@@ -387,7 +387,7 @@ class Orchestrion:
         """The conversation and its state (NotFound for an unknown id, or another
         tenant's when `tenant` is given)."""
         record = await self.store.get_conversation(conversation_id, tenant=tenant)
-        return await self.observe(record)
+        return await self.conversation_info(record)
 
     async def close_conversation(
         self, conversation_id: str, *, tenant: str | None = None
@@ -401,9 +401,9 @@ class Orchestrion:
         record = await self.store.close_conversation(
             conversation_id, tenant=tenant, now=time.time()
         )
-        return await self.observe(record)
+        return await self.conversation_info(record)
 
-    async def observe(self, record: ConversationRecord) -> ConversationInfo:
+    async def conversation_info(self, record: ConversationRecord) -> ConversationInfo:
         """The public view of a stored conversation (its state as observed now)."""
         now = time.time()
         in_flight = False

@@ -428,8 +428,8 @@ Event: TypeAlias = (
     | RunResumed
     | RunFinished
     | StateChanged
-    | StepStarted
     | ToolCallStarted
+    | StepStarted
     | StepFinished
     | TextDelta
     | TextReset
@@ -459,8 +459,8 @@ EVENT_CLASSES: tuple[type[BaseEvent], ...] = (
     RunResumed,
     RunFinished,
     StateChanged,
+    ToolCallStarted,  # before StepStarted: a reader trying them in order gets the narrower
     StepStarted,
-    ToolCallStarted,
     StepFinished,
     TextDelta,
     TextReset,

@@ -313,7 +313,7 @@ class Api:
             state=ConversationState.AWAITING_INPUT,
         )
         return JSONResponse(
-            _conversation_json(await self.orx.observe(record)),
+            _conversation_json(await self.orx.conversation_info(record)),
             status_code=201,
             headers={"Location": f"/v1/conversations/{record.id}"},
         )
@@ -334,7 +334,7 @@ class Api:
         except NotFound:  # purged meanwhile
             raise CONVERSATION_NOT_FOUND from None
         runs = await self.orx.store.list_runs(conversation_id=record.id, limit=20)
-        info = await self.orx.observe(record)
+        info = await self.orx.conversation_info(record)
         start = page.start or 0
         next_url = _next_url(f"/v1/conversations/{quote(record.id, safe='')}", limit, page.next)
 
