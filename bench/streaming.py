@@ -24,8 +24,10 @@ from typing import Any
 import httpx
 import uvicorn
 
-from orchestrion import Agent, Orchestrion, ScriptedModel, call, calls, say, tool
+from orchestrion import Agent, Orchestrion, TextDelta, tool
+from orchestrion.observe.public import public_event
 from orchestrion.server import Limits, create_app, server_config
+from orchestrion.testing import ScriptedModel, call, calls, say
 
 KEY = "bench-key-0123456789abcdef"
 TEXT = "Streaming tokens through the service. " * 8
@@ -72,14 +74,14 @@ async def _in_process(db: Path, turns: int, fanout: int) -> dict[str, Any]:
         for _ in range(turns):
             t0 = time.perf_counter()
             async for event in orx.stream("talk", "hi"):
-                if event.type == "text.delta":
+                if isinstance(event, TextDelta):
                     live.append(time.perf_counter() - t0)
                     break
             t0 = time.perf_counter()
             run = await orx.submit("talk", "hi")
             orx.start(run.id)
             async for event in orx.subscribe(run.id):
-                if event.type == "text.delta":
+                if isinstance(event, TextDelta):
                     durable.append(time.perf_counter() - t0)
                     break
         # A run with many events, then read from the start.
@@ -95,7 +97,25 @@ async def _in_process(db: Path, turns: int, fanout: int) -> dict[str, Any]:
             async for _ in orx.subscribe(run.id):
                 count += 1
             best = min(best, time.perf_counter() - t0)
-        return {"live": live, "durable": durable, "many_run": run.id, "events": count, "read": best}
+        # What the typed public events cost: the stored rows alone, then their conversion.
+        rows_best = convert_best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            rows = await orx.store.read_events(run.id)
+            t1 = time.perf_counter()
+            for row in rows:
+                public_event(row)
+            rows_best = min(rows_best, t1 - t0)
+            convert_best = min(convert_best, time.perf_counter() - t1)
+        return {
+            "live": live,
+            "durable": durable,
+            "many_run": run.id,
+            "events": count,
+            "read": best,
+            "rows_read": rows_best,
+            "convert": convert_best,
+        }
 
 
 def _service(url: str, turns: int, run_id: str) -> dict[str, Any]:
@@ -146,6 +166,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     live, durable, http = _ms(local["live"]), _ms(local["durable"]), _ms(remote["first"])
     sub_rate = local["events"] / local["read"]
     sse_rate = remote["events"] / remote["read"]
+    convert_us = local["convert"] / local["events"] * 1e6
+    convert_share = local["convert"] / local["read"]
+    rows_rate = local["events"] / local["rows_read"]
     lines = [
         f"time to first text delta ({turns} turns; median / p90, ms):",
         f"  in process, orx.stream (live tokens)       {live[0]:8.2f} / {live[1]:8.2f}",
@@ -155,6 +178,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         " read from the start, best of 3):",
         f"  in process, orx.subscribe                  {sub_rate:10.0f} events/s",
         f"  service, GET /v1/runs/ID/events (SSE)      {sse_rate:10.0f} events/s",
+        f"typed events: {convert_us:.1f} µs per event to convert a stored row, "
+        f"{convert_share:.0%} of a subscribe read; the rows alone read at "
+        f"{rows_rate:.0f} events/s",
     ]
     return {
         "lines": lines,
@@ -167,6 +193,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "events_per_run": float(local["events"]),
         "subscribe_events_per_s": sub_rate,
         "sse_events_per_s": sse_rate,
+        "typed_event_convert_us": convert_us,
+        "typed_event_share_of_subscribe": convert_share,
     }
 
 

@@ -1,6 +1,7 @@
 import asyncio
 
-from orchestrion import Agent, Orchestrion, ScriptedModel, ToolContext, call, render_text, say, tool
+from orchestrion import Agent, Orchestrion, TextDelta, ToolContext, render_text, tool
+from orchestrion.testing import ScriptedModel, call, say
 
 
 @tool(effect="write")
@@ -9,11 +10,10 @@ async def send_email(to: str, body: str, ctx: ToolContext) -> str:
     return "sent" if await ctx.record_effect("email", {"to": to, "body": body}) else "already sent"
 
 
-model = ScriptedModel([  # an offline model; use resolve_model("openai:gpt-4o-mini") for real
+agent = Agent("mailer", tools=[send_email], model=ScriptedModel([  # or model="openai:gpt-4o-mini"
     call("send_email", to="ada@example.com", body="Hi Ada"),
     say("Done: Ada has mail."),
-])
-agent = Agent("mailer", model=model, tools=[send_email])
+]))
 
 
 async def main() -> None:
@@ -21,8 +21,8 @@ async def main() -> None:
         await orx.work(drain=True)  # finish a turn that a killed run of this script left
         if not await orx.store.list_runs(conversation_id="demo-1"):  # one turn, however often
             async for event in orx.stream("mailer", "Email Ada, please.", conversation="demo-1"):
-                if event.type == "text.delta":
-                    print(event.attributes["text"], end="", flush=True)
+                if isinstance(event, TextDelta):
+                    print(event.text, end="", flush=True)
         print("\n" + render_text(await orx.trace("demo-1")))
 
 

@@ -9,6 +9,7 @@ import inspect
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +28,18 @@ from orchestrion.cli_common import (
 )
 from orchestrion.cli_common import run as _run
 from orchestrion.engine.agent import Agent
-from orchestrion.errors import OrchestrionError
+from orchestrion.errors import NotFound, OrchestrionError
 from orchestrion.observe.cli import history, runs, show, trace
+from orchestrion.observe.public import (
+    BreakerChanged,
+    BreakerRejected,
+    Event,
+    FallbackUsed,
+    RetryGaveUp,
+    RetryScheduled,
+    TextDelta,
+    ToolCallStarted,
+)
 from orchestrion.observe.trace import render_text, shorten
 from orchestrion.resilience.cli import breakers
 from orchestrion.server.cli import serve
@@ -191,31 +202,42 @@ def demo(
         sys.exit(1)
 
 
+def _demo_note(event: Event) -> str | None:
+    """The line the demo prints for an event between the streamed words (None: none)."""
+    match event:
+        case ToolCallStarted(tool_name=name):
+            return f"-> {name}"
+        case RetryScheduled(reason=reason, delay=delay):
+            return f"!! retry in {delay:.1f}s ({reason})"
+        case RetryGaveUp(reason=reason, error=error):
+            return f"!! gave up ({reason}){': ' + shorten(error, 100) if error else ''}"
+        case FallbackUsed(option=option):
+            return f"!! fallback: {option}"
+        case BreakerChanged(breaker=breaker, to_state=state):
+            return f"!! breaker {breaker} {state}"
+        case BreakerRejected(breaker=breaker):
+            return f"!! breaker {breaker} is open"
+    return None
+
+
 async def _demo_turn(
     settings: Settings, agent: Agent, conversation: str | None, message: str, show_trace: bool
 ) -> str:
     async with settings.runtime([agent]) as orx:
-        run_id = ""
+        # Submitted first: a refused turn (a closed conversation) is one line, no prompt.
+        run_id = (await orx.submit(agent.name, message, conversation=conversation)).id
         click.secho(f"you: {message}", fg="cyan")
         click.echo("agent: ", nl=False)
         mid_line = True  # after the "agent: " prompt
-        async for event in orx.stream(agent.name, message, conversation=conversation):
-            run_id = event.run_id
-            if event.type == "text.delta":
-                click.echo(event.attributes["text"], nl=False)
+        async for event in orx.events(run_id):
+            note = _demo_note(event)
+            if isinstance(event, TextDelta):
+                click.echo(event.text, nl=False)
                 mid_line = True
-            elif event.type == "step.started" and event.name.startswith("execute_tool"):
+            elif note is not None:
                 if mid_line:
                     click.echo("")
-                click.secho(f"  -> {event.name.removeprefix('execute_tool ')}", dim=True)
-                mid_line = False
-            elif event.type in ("retry.wait", "retry.giveup", "fallback.used") or (
-                event.type.startswith("breaker.")
-            ):
-                if mid_line:
-                    click.echo("")
-                reason = shorten(event.attributes.get("reason", ""), 100)
-                click.secho(f"  !! {event.type} {reason}", dim=True)
+                click.secho(f"  {note}", dim=True)
                 mid_line = False
         result = await orx.result(run_id)
         # The live end event can arrive before the run's completion commits (PostgreSQL):
@@ -377,6 +399,33 @@ def purge(settings: Settings) -> None:
         click.echo(
             f"purged {report.conversations} conversation(s), {report.runs} run(s), "
             f"{report.events} event(s)"
+        )
+
+    _run(go())
+
+
+# ---- close ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("conversation_id", metavar="CONVERSATION")
+@pass_settings
+def close(settings: Settings, conversation_id: str) -> None:
+    """Close a conversation: it takes no more turns (they are refused), and its history,
+    runs and traces stay readable until it expires. Refused while a turn is queued or
+    running (cancel it, or let it end, first)."""
+
+    async def go() -> None:
+        async with settings.runtime(create=False) as orx:
+            try:
+                info = await orx.close_conversation(conversation_id)
+            except NotFound:
+                raise NotFound(f"no conversation {conversation_id!r} in this store") from None
+        expires = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.expires_at))
+        click.echo(f"conversation {info.id} is closed: it takes no more turns")
+        click.echo(
+            f"its {info.message_count} message(s) stay readable until it expires ({expires}) "
+            "and the purge deletes it"
         )
 
     _run(go())

@@ -58,7 +58,22 @@ class NonDeterminismError(OrchestrionError):
 
 
 class ConversationBusy(OrchestrionError):
-    """A turn was refused because the conversation already has an active run."""
+    """A turn was refused because the conversation already has an active run (or a
+    conversation with an active run was asked to close)."""
+
+
+class ConversationEnded(OrchestrionError):
+    """A turn was refused because the conversation takes no more turns: it was closed, or
+    it expired. Its history stays readable until it is purged."""
+
+
+class ConversationClosed(ConversationEnded):
+    """The conversation was closed (`Orchestrion.close_conversation`)."""
+
+
+class ConversationExpired(ConversationEnded):
+    """The conversation passed its expiry (its TTL after its last completed turn) with
+    no turn in flight; the purge deletes it."""
 
 
 class DeadlineExceeded(OrchestrionError):

@@ -18,13 +18,14 @@ from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrion.engine.agent import Agent, BusyPolicy
-from orchestrion.engine.conversation import ConversationState
+from orchestrion.engine.agent import Agent
+from orchestrion.engine.conversation import ConversationState, observed_state
 from orchestrion.engine.worker import Worker, log_breaker_event
 from orchestrion.errors import NotFound, OrchestrionError
 from orchestrion.models.base import close_models
 from orchestrion.models.messages import Message
-from orchestrion.observe.events import Event, new_id, new_trace_id, run_span_id
+from orchestrion.observe.events import new_id, new_trace_id, run_span_id
+from orchestrion.observe.public import Event, public_event
 from orchestrion.observe.telemetry import telemetry_for
 from orchestrion.observe.trace import Span, build_run_tree, conversation_tree
 from orchestrion.observe.traceparent import require_traceparent
@@ -35,15 +36,20 @@ from orchestrion.reading import (
     history_page,
     run_trace_page,
 )
+from orchestrion.resilience.settings import BreakerSettings
 from orchestrion.resilience.shared import BreakerRegistry
 from orchestrion.store import open_store
 from orchestrion.store.base import (
+    BusyPolicy,
+    ConversationRecord,
     Durability,
     EventRecord,
     NewConversation,
     PurgeReport,
     RunRecord,
+    RunStatus,
     Store,
+    run_status,
 )
 
 POLL_INTERVAL = 0.05  # how often a reader of another process's run looks at the store
@@ -55,11 +61,32 @@ DEFAULT_CONCURRENCY = 1000
 
 @dataclass
 class TurnResult:
+    """How a turn ended (or where it is: `queued`, `running`). `answer` is the final
+    answer, or for a failed turn the agent's degradation message (never a raw error);
+    `error` is {"type", "message"} for a failed or cancelled turn."""
+
     run_id: str
     conversation_id: str
-    status: str
+    status: RunStatus
     answer: str
     error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    """A conversation as it is now. `state` is what it is observed to be: EXPIRED once it
+    is past `expires_at` with no turn in flight (it refuses new turns; the purge deletes
+    it), CLOSED once closed (it refuses new turns; its history stays readable)."""
+
+    id: str
+    tenant: str
+    agent: str
+    state: ConversationState
+    version: int  # bumped once per completed turn
+    message_count: int
+    created_at: float
+    updated_at: float
+    expires_at: float
 
 
 class Orchestrion:
@@ -71,16 +98,18 @@ class Orchestrion:
         tenant: str = "default",
         durability: Durability = "normal",
         lease_seconds: float = 30.0,
-        breaker_settings: Mapping[str, Any] | None = None,
+        breaker_settings: BreakerSettings | Mapping[str, Any] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         tracer_provider: Any = None,
         meter_provider: Any = None,
     ) -> None:
-        """`breaker_settings`: CircuitBreaker settings for every dependency of this process
-        (e.g. {"minimum_calls": 10, "wait_in_open": 15}); see docs/resilience.md.
+        """`breaker_settings`: CircuitBreaker settings for every dependency of this process,
+        e.g. BreakerSettings(minimum_calls=10, wait_in_open=15) (or the same as a mapping;
+        ValueError at once for an unknown key or a bad value); see docs/resilience.md.
         `concurrency`: how many turns this process executes at once (more wait queued).
         `tracer_provider`, `meter_provider`: OpenTelemetry providers to export runs to
         (else the global ones, else the OTEL_* environment); see docs/observability.md."""
+        breakers = BreakerSettings.of(breaker_settings)  # bad settings fail before anything opens
         self.store = store if isinstance(store, Store) else open_store(store, durability=durability)
         self.agents: dict[str, Agent] = {}
         for agent in agents:
@@ -94,7 +123,10 @@ class Orchestrion:
             lease_seconds=lease_seconds,
             # Breakers and retry budgets are shared by every process on this store.
             breakers=BreakerRegistry(
-                self.store, breaker_settings, on_event=log_breaker_event, share_budgets=True
+                self.store,
+                breakers.breaker_kwargs(),
+                on_event=log_breaker_event,
+                share_budgets=True,
             ),
         )
         self.telemetry = telemetry_for(
@@ -158,6 +190,8 @@ class Orchestrion:
 
         When the conversation is busy: "enqueue" (default) waits behind the active run,
         "reject" raises ConversationBusy, "interrupt" cancels the active run first.
+        A conversation that takes no more turns raises ConversationClosed or
+        ConversationExpired (both ConversationEnded); NotFound for another tenant's.
         `traceparent` (a W3C header value; default: the caller's current OpenTelemetry
         span, if any) makes the run part of the caller's trace."""
         parent = require_traceparent(traceparent) if traceparent is not None else None
@@ -244,7 +278,7 @@ class Orchestrion:
                     if isinstance(item, EventRecord):
                         if item.seq:
                             last_seq = item.seq
-                        yield item
+                        yield public_event(item)
                         if item.type == "run.finished":
                             return
                         continue
@@ -261,6 +295,13 @@ class Orchestrion:
         self, run_id: str, *, after_seq: int = 0, interval: float = POLL_INTERVAL
     ) -> AsyncGenerator[Event, None]:
         """Yield a run's stored events after `after_seq`, polling until the run ends."""
+        async with contextlib.aclosing(self._stored(run_id, after_seq, interval)) as stored:
+            async for record in stored:
+                yield public_event(record)
+
+    async def _stored(
+        self, run_id: str, after_seq: int, interval: float
+    ) -> AsyncGenerator[EventRecord, None]:
         while True:
             events = await self.store.read_events(run_id, after_seq=after_seq)
             for event in events:
@@ -326,7 +367,7 @@ class Orchestrion:
         return TurnResult(
             run_id=run.id,
             conversation_id=run.conversation_id,
-            status=run.status,
+            status=run_status(run.status),
             answer=(run.result or {}).get("answer", ""),
             error=run.error,
         )
@@ -360,6 +401,55 @@ class Orchestrion:
         async with contextlib.aclosing(followed) as events:
             async for event in events:
                 yield event
+
+    # ---- conversations --------------------------------------------------------------
+
+    async def conversation(
+        self, conversation_id: str, *, tenant: str | None = None
+    ) -> ConversationInfo:
+        """The conversation and its state (NotFound for an unknown id, or another
+        tenant's when `tenant` is given)."""
+        record = await self.store.get_conversation(conversation_id, tenant=tenant)
+        return await self.conversation_info(record)
+
+    async def close_conversation(
+        self, conversation_id: str, *, tenant: str | None = None
+    ) -> ConversationInfo:
+        """Close a conversation: it takes no more turns (`submit`, `stream` and `send`
+        raise ConversationClosed), and its history, runs and traces stay readable until
+        it expires and is purged. Closing a closed conversation does nothing. While a
+        turn is queued or running the close is refused with ConversationBusy (cancel the
+        turn, or wait for it to end, then close): a turn is never cut short by a close.
+        NotFound for an unknown id, or another tenant's when `tenant` is given."""
+        record = await self.store.close_conversation(
+            conversation_id, tenant=tenant, now=time.time()
+        )
+        return await self.conversation_info(record)
+
+    async def conversation_info(self, record: ConversationRecord) -> ConversationInfo:
+        """The public view of a stored conversation (its state as observed now)."""
+        now = time.time()
+        in_flight = False
+        if record.expires_at < now and record.state != ConversationState.CLOSED:
+            # Past its expiry: expired only if no turn is in flight (that turn's end
+            # refreshes the expiry).
+            active = await self.store.list_runs(
+                conversation_id=record.id, status=("queued", "running"), limit=1
+            )
+            in_flight = bool(active)
+        return ConversationInfo(
+            id=record.id,
+            tenant=record.tenant,
+            agent=record.agent,
+            state=observed_state(
+                record.state, expires_at=record.expires_at, now=now, turn_in_flight=in_flight
+            ),
+            version=record.version,
+            message_count=record.message_count,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            expires_at=record.expires_at,
+        )
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -460,4 +550,4 @@ class Orchestrion:
         return await self.store.purge_expired(now=time.time())
 
 
-__all__ = ["Orchestrion", "OrchestrionError", "TurnResult"]
+__all__ = ["ConversationInfo", "Orchestrion", "OrchestrionError", "TurnResult"]

@@ -23,6 +23,7 @@ READ_COMMANDS = [
     ("history", "c1"),
     ("purge",),
     ("demo", "--outbox"),
+    ("close", "c1"),  # writes, but never creates a store either
 ]
 
 CONVERSATIONS = 30

@@ -30,12 +30,19 @@ RUN_ELSEWHERE = {
     "docs/server.md": "tests/server/test_docs_client.py",  # an HTTP client: needs `serve`
 }
 # What some examples print, checked beyond their exit status.
+# What a doc's python block prints: doc -> {text that picks the block: expected lines}.
 EXPECTED_OUTPUT = {
-    "docs/architecture.md": (
-        "history: ['user', 'assistant', 'tool', 'assistant']",
-        "execute_tool open_ticket ok",
-    ),
-    "docs/guarantees.md": ("epochs: 1 -> 2", "c2: succeeded"),
+    "docs/architecture.md": {
+        "open_ticket": (
+            "history: ['user', 'assistant', 'tool', 'assistant']",
+            "execute_tool open_ticket ok",
+            " 8  ToolCallStarted  step.started   execute_tool open_ticket",
+        ),
+        "case ToolCallStarted": ('-> lookup({"city": "Paris"})', "Sunny in Paris.", "succeeded"),
+    },
+    "docs/guarantees.md": {
+        "epochs": ("epochs: 1 -> 2", "c2: succeeded", "c2: CLOSED 2 messages"),
+    },
 }
 # The provider examples read these variables (any value will do offline).
 PROVIDER_KEYS = {"OPENAI_API_KEY": "sk-example", "ANTHROPIC_API_KEY": "sk-ant-example"}
@@ -61,8 +68,9 @@ def test_python_snippet_runs(block: Block, tmp_path: Path) -> None:
         argv, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env(**PROVIDER_KEYS)
     )
     assert done.returncode == 0, f"{_python_id(block)} failed:\n{done.stdout}\n{done.stderr}"
-    for expected in EXPECTED_OUTPUT.get(block.doc, ()):
-        assert expected in done.stdout, (expected, done.stdout)
+    for marker, lines in EXPECTED_OUTPUT.get(block.doc, {}).items():
+        for expected in lines if marker in block.text else ():
+            assert expected in done.stdout, (expected, done.stdout)
 
 
 def test_the_documented_examples_are_found() -> None:

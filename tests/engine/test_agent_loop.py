@@ -13,15 +13,14 @@ from orchestrion import (
     Agent,
     ConversationState,
     Orchestrion,
-    ScriptedModel,
+    RunFinished,
+    TextDelta,
     ToolContext,
-    call,
-    calls,
-    say,
     tool,
 )
 from orchestrion.engine.conversation import check_transition
 from orchestrion.errors import ConversationBusy, IllegalTransition, NotFound
+from orchestrion.testing import ScriptedModel, call, calls, say
 
 from .helpers import Counter, weather_agent
 
@@ -34,11 +33,11 @@ async def test_streamed_turn_yields_deltas_then_a_complete_trace(db_path: Path) 
     agent = weather_agent(Counter())
     async with Orchestrion(store_url(db_path), agents=[agent]) as orx:
         events = [e async for e in orx.stream("weather", "Weather in Paris?", conversation="c1")]
-        text = "".join(e.attributes["text"] for e in events if e.type == "text.delta")
+        text = "".join(e.text for e in events if isinstance(e, TextDelta))
         assert text == "Checking.It is sunny in Paris; Ada knows."
         durable = [e.seq for e in events if e.seq]
         assert durable == sorted(set(durable)), "durable events arrive once, in order"
-        assert events[-1].type == "run.finished"
+        assert isinstance(events[-1], RunFinished) and events[-1].status == "succeeded"
 
         run_id = events[-1].run_id
         stored = await orx.store.read_events(run_id)

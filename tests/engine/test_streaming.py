@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrion import Agent, Orchestrion, ScriptedModel, call, say, tool
+from orchestrion import Agent, Orchestrion, RunFinished, tool
 from orchestrion.demo.support import support_agent
-from orchestrion.models.scripted import turn_position
+from orchestrion.testing import ScriptedModel, call, say, turn_position
 
 LONG_TEXT = "The quick brown fox jumps over the lazy dog. " * 4
 
@@ -113,8 +113,7 @@ async def test_cancel_stops_in_flight_tools_at_once(db_path: Path) -> None:
         await orx.cancel(run.id)
         await asyncio.wait_for(cancelled.wait(), 5)
         events = [e async for e in orx.subscribe(run.id)]
-        assert events[-1].type == "run.finished"
-        assert events[-1].attributes["run.status"] == "cancelled"
+        assert isinstance(events[-1], RunFinished) and events[-1].status == "cancelled"
         conversation = await orx.store.get_conversation("c1")
         assert conversation.state == "AWAITING_INPUT" and conversation.version == 1
         assert await orx.history("c1") == []

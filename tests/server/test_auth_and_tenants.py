@@ -36,6 +36,7 @@ CONVERSATION_ENDPOINTS = [
         "/v1/conversations/{id}/messages",
         {"message": "steal", "busy_policy": "interrupt"},
     ),
+    ("POST", "/v1/conversations/{id}/close", None),
 ]
 ALL_V1 = [
     ("POST", "/v1/conversations", {}),

@@ -14,7 +14,12 @@ def test_streaming_benchmark_runs_quick() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     result = module.run(quick=True)
-    assert len(result["lines"]) == 7
+    assert len(result["lines"]) == 8
     assert result["events_per_run"] > 20  # the fan-out run stored every tool step
-    for key in ("first_text_sse_ms_median", "sse_events_per_s", "subscribe_events_per_s"):
+    for key in (
+        "first_text_sse_ms_median",
+        "sse_events_per_s",
+        "subscribe_events_per_s",
+        "typed_event_convert_us",
+    ):
         assert result[key] > 0

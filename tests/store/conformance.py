@@ -25,6 +25,8 @@ import pytest
 
 from orchestrion.errors import (
     ConversationBusy,
+    ConversationClosed,
+    ConversationExpired,
     LeaseLost,
     NotFound,
     OrchestrionError,
@@ -1084,6 +1086,125 @@ class StoreConformance:
         report = await store.purge_expired(now=now)
         assert report.conversations == 0
         assert (await store.get_conversation(cid)).id == cid
+
+    # ---- closing, and conversations that expired ------------------------------------------
+
+    async def test_a_closed_conversation_refuses_runs_and_keeps_its_history(
+        self, store: Store
+    ) -> None:
+        cid, run, lease = await running_run(store)
+        await store.complete_run(
+            lease, completion(messages=[{"role": "user", "content": "hi"}]), now=time.time()
+        )
+        before = await store.get_conversation(cid)
+        closed = await store.close_conversation(cid, tenant=TENANT, now=before.updated_at + 1)
+        assert closed.state == "CLOSED" and closed.updated_at == before.updated_at + 1
+        assert (closed.version, closed.message_count, closed.expires_at) == (
+            before.version,
+            before.message_count,
+            before.expires_at,
+        )
+        assert await store.get_conversation(cid) == closed
+        for policy in ("enqueue", "reject", "interrupt"):
+            with pytest.raises(ConversationClosed, match=cid):
+                await new_run(store, cid, busy_policy=policy)
+        # Also when the run would have created it: the id is taken by the closed one.
+        with pytest.raises(ConversationClosed):
+            await store.create_run(
+                run_id=uid("run"),
+                conversation_id=cid,
+                tenant=TENANT,
+                agent=AGENT,
+                input={},
+                trace_id="t" * 32,
+                deadline_at=None,
+                busy_policy="enqueue",
+                event=event("r", 1),
+                new_conversation=NewConversation(agent=AGENT, ttl_seconds=60.0, state=IDLE),
+            )
+        assert ids(await store.list_runs(conversation_id=cid)) == [run.id]  # nothing queued
+        assert await store.history(cid) == [{"role": "user", "content": "hi"}]
+        assert (await store.get_run(run.id)).status == "succeeded"
+        # Closing again changes nothing.
+        assert await store.close_conversation(cid, now=time.time() + 50) == closed
+
+    async def test_close_is_refused_while_a_run_is_queued_or_running(self, store: Store) -> None:
+        cid = await conversation(store)
+        queued = await new_run(store, cid)
+        with pytest.raises(ConversationBusy, match=queued.id):
+            await store.close_conversation(cid, now=time.time())
+        lease = await claim(store, queued)
+        with pytest.raises(ConversationBusy, match=queued.id):
+            await store.close_conversation(cid, now=time.time())
+        assert (await store.get_conversation(cid)).state == IDLE
+        await store.complete_run(lease, completion(), now=time.time())
+        assert (await store.close_conversation(cid, now=time.time())).state == "CLOSED"
+
+    async def test_close_of_an_unknown_or_foreign_conversation_is_not_found(
+        self, store: Store
+    ) -> None:
+        cid = await conversation(store)
+        with pytest.raises(NotFound):
+            await store.close_conversation(cid, tenant=OTHER_TENANT, now=time.time())
+        with pytest.raises(NotFound):
+            await store.close_conversation(uid("nope"), now=time.time())
+        assert (await store.get_conversation(cid)).state == IDLE
+
+    async def test_racing_runs_and_a_close_never_leave_a_run_on_a_closed_conversation(
+        self, store: Store, store_factory: Callable[[], Store]
+    ) -> None:
+        async with store_factory() as other:
+            for _ in range(20):
+                cid = await conversation(store)
+                outcomes = await asyncio.gather(
+                    new_run(store, cid),
+                    other.close_conversation(cid, now=time.time()),
+                    return_exceptions=True,
+                )
+                run, closed = outcomes
+                state = (await store.get_conversation(cid)).state
+                queued = await store.list_runs(conversation_id=cid)
+                if isinstance(closed, BaseException):
+                    # The run came first: the close was refused, the run stands.
+                    assert isinstance(closed, ConversationBusy), closed
+                    assert state == IDLE and ids(queued) == [run.id]  # type: ignore[union-attr]
+                else:
+                    assert isinstance(run, ConversationClosed), run
+                    assert state == "CLOSED" and queued == []
+
+    async def test_an_idle_conversation_past_its_expiry_refuses_runs_until_purged(
+        self, store: Store
+    ) -> None:
+        # Its last turn ended an hour ago; its TTL is a minute.
+        expired, _, lease = await running_run(store, await conversation(store, ttl=60.0))
+        await store.complete_run(lease, completion(), now=time.time() - 3600)
+        with pytest.raises(ConversationExpired, match=expired):
+            await new_run(store, expired)
+        assert len(await store.list_runs(conversation_id=expired)) == 1  # nothing queued
+        # It can still be read; the purge deletes it.
+        assert (await store.get_conversation(expired)).id == expired
+        report = await store.purge_expired(now=time.time())
+        assert report.conversations == 1
+        with pytest.raises(NotFound):
+            await store.get_conversation(expired)
+
+    async def test_a_conversation_with_a_run_in_flight_takes_runs_past_its_expiry(
+        self, store: Store
+    ) -> None:
+        # Its expiry is refreshed when the run in flight ends: it is not expired.
+        cid = await conversation(store, ttl=60.0)
+        first, second = await new_run(store, cid), await new_run(store, cid)
+        await store.complete_run(await claim(store, first), completion(), now=time.time() - 3600)
+        assert (await store.get_conversation(cid)).expires_at < time.time()
+        third = await new_run(store, cid)  # second is still queued
+        lease = await claim(store, second)
+        fourth = await new_run(store, cid, busy_policy="enqueue")  # second is running
+        await store.complete_run(lease, completion(), now=time.time())
+        record = await store.get_conversation(cid)
+        assert record.state == IDLE and record.expires_at > time.time()
+        assert ids(
+            await store.list_runs(conversation_id=cid, status="queued", oldest_first=True)
+        ) == [third.id, fourth.id]
 
     # ---- per-queue limits shared by every store on the database -------------------------
 

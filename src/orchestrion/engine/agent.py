@@ -7,7 +7,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -32,6 +32,7 @@ from orchestrion.resilience.classify import DEFAULT_CLASSIFIER, Classifier
 from orchestrion.resilience.hedge import HedgePolicy
 from orchestrion.resilience.retry import RetryPolicy
 from orchestrion.resilience.shared import BreakerRegistry
+from orchestrion.store.base import BusyPolicy
 from orchestrion.tools.arguments import (
     ArgumentPolicy,
     ArgumentResult,
@@ -46,10 +47,6 @@ DEFAULT_DEGRADATION = (
     "Sorry, I could not finish that request just now. Nothing was lost; please try again "
     "in a moment."
 )
-
-
-# What a new turn does when its conversation already has one in progress.
-BusyPolicy = Literal["enqueue", "reject", "interrupt"]
 
 
 @dataclass

@@ -1,4 +1,10 @@
-"""The conversation state machine. Transitions are explicit; an illegal one is a bug."""
+"""The conversation state machine. Transitions are explicit; an illegal one is a bug.
+
+Two states end a conversation: CLOSED, entered when it is closed explicitly
+(`Orchestrion.close_conversation`; only while no turn is in flight), and EXPIRED, which
+is observed rather than written: a conversation at rest (no queued or running turn) whose
+expiry has passed is EXPIRED, refuses new turns, and is deleted by the next purge.
+"""
 
 from __future__ import annotations
 
@@ -46,3 +52,14 @@ def check_transition(current: str, new: str) -> ConversationState:
             f"allowed transitions are: {allowed}"
         )
     return target
+
+
+def observed_state(
+    stored: str, *, expires_at: float, now: float, turn_in_flight: bool
+) -> ConversationState:
+    """The state a reader sees: EXPIRED once a conversation at rest passed its expiry
+    (the store refuses its turns from then on), else the stored state."""
+    state = ConversationState(stored)
+    if state not in TERMINAL and not turn_in_flight and expires_at < now:
+        return S.EXPIRED
+    return state

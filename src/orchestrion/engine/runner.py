@@ -272,7 +272,11 @@ class RunExecutor:
             force=True,
             attributes={
                 "run.status": status,
-                **({"error.type": error["type"]} if error else {}),
+                **(
+                    {"error.type": error["type"], "error.message": error["message"]}
+                    if error
+                    else {}
+                ),
                 **(
                     {
                         "gen_ai.usage.input_tokens": result["usage"]["input_tokens"],

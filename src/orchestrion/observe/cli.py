@@ -17,8 +17,8 @@ from orchestrion.cli_common import Settings, pass_settings, run
 from orchestrion.errors import NotFound
 from orchestrion.models.messages import Message
 from orchestrion.observe.trace import render_text, shorten
-from orchestrion.runtime import Orchestrion
-from orchestrion.store.base import ConversationRecord, RunRecord
+from orchestrion.runtime import ConversationInfo, Orchestrion
+from orchestrion.store.base import RunRecord
 
 
 def format_time(at: float | None) -> str:
@@ -29,9 +29,9 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-async def _conversation(orx: Orchestrion, conversation_id: str) -> ConversationRecord:
+async def _conversation(orx: Orchestrion, conversation_id: str) -> ConversationInfo:
     try:
-        return await orx.store.get_conversation(conversation_id)
+        return await orx.conversation(conversation_id)
     except NotFound:
         raise NotFound(f"no conversation {conversation_id!r} in this store") from None
 
@@ -184,7 +184,7 @@ def history(settings: Settings, conversation_id: str, as_json: bool, last: int |
     """The messages of a conversation, oldest first: what the user said, the answers, the
     tool calls and their (shortened) results."""
 
-    async def go() -> tuple[ConversationRecord, list[Message]]:
+    async def go() -> tuple[ConversationInfo, list[Message]]:
         async with settings.runtime(create=False) as orx:
             conversation = await _conversation(orx, conversation_id)
             return conversation, await orx.history(conversation_id)

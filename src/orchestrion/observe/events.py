@@ -32,8 +32,6 @@ from orchestrion.store.base import EventRecord, StepRecord
 
 T = TypeVar("T")
 
-Event = EventRecord  # the public name: what a turn's stream yields
-
 # Types whose event closes a span (carries `end`).
 SPAN_END_TYPES = frozenset({"run.finished", "step.finished"})
 # Stream content rather than a span: kept in the event log, left out of trace trees.

@@ -30,12 +30,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from orchestrion.engine.conversation import ConversationState
-from orchestrion.errors import ConversationBusy, NotFound
+from orchestrion.errors import ConversationBusy, ConversationClosed, ConversationExpired, NotFound
 from orchestrion.observe.events import new_id
+from orchestrion.observe.public import public_event
 from orchestrion.observe.trace import Span
 from orchestrion.observe.traceparent import valid_traceparent
 from orchestrion.reading import InvalidCursor
-from orchestrion.runtime import Orchestrion
+from orchestrion.runtime import ConversationInfo, Orchestrion
 from orchestrion.server.auth import KeyRing
 from orchestrion.server.console import console_routes
 from orchestrion.server.listings import Listings, user_message
@@ -44,8 +45,6 @@ from orchestrion.server.schemas import (
     ConversationDetail,
     ConversationOut,
     CreateConversation,
-    EventOut,
-    EventPage,
     PostMessage,
     RunOut,
 )
@@ -340,7 +339,7 @@ class Api:
             state=ConversationState.AWAITING_INPUT,
         )
         return JSONResponse(
-            _conversation_json(record),
+            _conversation_json(await self.orx.conversation_info(record)),
             status_code=201,
             headers={"Location": f"/v1/conversations/{record.id}"},
         )
@@ -361,12 +360,13 @@ class Api:
         except NotFound:  # purged meanwhile
             raise CONVERSATION_NOT_FOUND from None
         runs = await self.orx.store.list_runs(conversation_id=record.id, limit=20)
+        info = await self.orx.conversation_info(record)
         start = page.start or 0
         next_url = _next_url(f"/v1/conversations/{quote(record.id, safe='')}", limit, page.next)
 
         def render() -> bytes:
             detail = ConversationDetail(
-                **_conversation_json(record),
+                **_conversation_json(info),
                 history=[
                     {"index": start + i, **m.model_dump(mode="json")} for i, m in enumerate(page)
                 ],
@@ -410,6 +410,20 @@ class Api:
                 "conversation_busy",
                 "the conversation already has an active turn (busy_policy reject)",
             ) from None
+        except ConversationClosed:
+            raise ApiError(
+                409,
+                "conversation_closed",
+                "the conversation is closed: it takes no more turns (its history stays "
+                "readable); start a new conversation",
+            ) from None
+        except ConversationExpired:
+            raise ApiError(
+                409,
+                "conversation_expired",
+                "the conversation expired: it takes no more turns and will be purged; "
+                "start a new conversation",
+            ) from None
         except NotFound:  # the conversation was purged meanwhile
             raise CONVERSATION_NOT_FOUND from None
         self.orx.start(run.id)
@@ -417,6 +431,24 @@ class Api:
         if not body.stream:
             return JSONResponse(self.run_json(run), status_code=202, headers=headers)
         return self.sse(run.id, tenant, after=0, extra_headers=headers)
+
+    async def close_conversation(self, request: Request) -> Response:
+        tenant = self.tenant(request)
+        conversation_id = request.path_params["conversation_id"]
+        if not self.valid_id(conversation_id):
+            raise CONVERSATION_NOT_FOUND
+        try:
+            info = await self.orx.close_conversation(conversation_id, tenant=tenant)
+        except NotFound:
+            raise CONVERSATION_NOT_FOUND from None
+        except ConversationBusy:
+            raise ApiError(
+                409,
+                "conversation_busy",
+                "the conversation has a turn in flight: cancel it (POST "
+                "/v1/runs/{id}/cancel) or wait for it to end, then close the conversation",
+            ) from None
+        return JSONResponse(_conversation_json(info))
 
     def check_message(self, message: str) -> None:
         limit = self.limits.max_message_chars
@@ -484,13 +516,14 @@ class Api:
         finished = any(e.type == "run.finished" for e in page) or (
             run.terminal and len(events) == len(page)
         )
+        # The shape of EventPage, built directly: the events are typed already.
         return JSONResponse(
-            EventPage(
-                run_id=run.id,
-                events=[EventOut.model_validate(event_json(e)) for e in page],
-                next_after=page[-1].seq if page else after,
-                finished=finished,
-            ).model_dump(mode="json")
+            {
+                "run_id": run.id,
+                "events": [event_json(public_event(e)) for e in page],
+                "next_after": page[-1].seq if page else after,
+                "finished": finished,
+            }
         )
 
     async def cancel_run(self, request: Request) -> Response:
@@ -581,7 +614,7 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _conversation_json(record: ConversationRecord) -> dict[str, Any]:
+def _conversation_json(record: ConversationInfo) -> dict[str, Any]:
     return ConversationOut(
         id=record.id,
         agent=record.agent,
@@ -673,6 +706,7 @@ def create_app(
         route("/v1/conversations", api.create_conversation, "POST"),
         route("/v1/conversations/{conversation_id}", api.get_conversation, "GET"),
         route("/v1/conversations/{conversation_id}/messages", api.post_message, "POST"),
+        route("/v1/conversations/{conversation_id}/close", api.close_conversation, "POST"),
         route("/v1/conversations/{conversation_id}/trace", api.conversation_trace, "GET"),
         route("/v1/whoami", listings.whoami, "GET"),
         route("/v1/runs", listings.list_runs, "GET"),

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from orchestrion.observe.public import EVENT_CLASSES
 from orchestrion.server.listings import RUN_STATUSES
 from orchestrion.server.schemas import (
     BreakerList,
@@ -14,7 +15,6 @@ from orchestrion.server.schemas import (
     ConversationOut,
     CreateConversation,
     ErrorBody,
-    EventOut,
     EventPage,
     Health,
     PostMessage,
@@ -32,7 +32,6 @@ _MODELS: list[type[BaseModel]] = [
     ConversationOut,
     ConversationDetail,
     RunOut,
-    EventOut,
     EventPage,
     TraceOut,
     RunTraceOut,
@@ -57,8 +56,10 @@ def _error(description: str) -> dict[str, Any]:
 
 _SSE_DESCRIPTION = (
     "Server-Sent Events: one frame per durable event (`id: <seq>`, "
-    "`event: <type>`, `data: <EventOut JSON>`), keep-alive comments while waiting; the "
-    "stream ends after `run.finished`."
+    "`event: <type>`, `data: <Event JSON>`: one of the typed events, whose `type` is the "
+    "frame's event name), keep-alive comments while waiting; the stream ends after "
+    "`run.finished`. An event type without a schema of its own is an OtherEvent: read "
+    "its `attributes`."
 )
 _SSE_CONTENT: dict[str, Any] = {"text/event-stream": {"schema": {"type": "string"}}}
 _SSE: dict[str, Any] = {
@@ -96,9 +97,12 @@ def _cursor_param(name: str, description: str, schema: dict[str, Any]) -> dict[s
 
 def openapi_document(limits: Any) -> dict[str, Any]:
     _, defs = models_json_schema(
-        [(m, "serialization") for m in _MODELS], ref_template="#/components/schemas/{model}"
+        [(m, "serialization") for m in (*_MODELS, *EVENT_CLASSES)],
+        ref_template="#/components/schemas/{model}",
     )
     schemas = defs.get("$defs", {})
+    # The `data` of an SSE frame, and an item of an events page.
+    schemas["Event"] = {"anyOf": [_ref(c) for c in EVENT_CLASSES]}
     run_id = _id_param("run_id", "run")
     conversation_id = _id_param("conversation_id", "conversation")
     bad_body = {
@@ -210,8 +214,28 @@ def openapi_document(limits: Any) -> dict[str, Any]:
                     "202": _json(RunOut, "stream=false: the queued run."),
                     **_AUTH_ERRORS,
                     "404": _error("No such conversation."),
-                    "409": _error("busy_policy reject and the conversation has an active turn."),
+                    "409": _error(
+                        "conversation_busy: busy_policy reject and the conversation has an "
+                        "active turn; conversation_closed / conversation_expired: the "
+                        "conversation takes no more turns."
+                    ),
                     **bad_body,
+                },
+            }
+        },
+        "/v1/conversations/{conversation_id}/close": {
+            "post": {
+                "summary": "Close a conversation: it takes no more turns; its history stays "
+                "readable until it expires. Closing a closed conversation changes nothing.",
+                "parameters": [conversation_id],
+                "responses": {
+                    "200": _json(ConversationOut, "The conversation, state CLOSED."),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such conversation."),
+                    "409": _error(
+                        "conversation_busy: a turn is queued or running (cancel it, or wait "
+                        "for it to end, then close)."
+                    ),
                 },
             }
         },

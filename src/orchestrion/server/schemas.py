@@ -7,11 +7,13 @@ OpenAPI document is generated from these models.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-BusyPolicyName = Literal["enqueue", "reject", "interrupt"]
+from orchestrion.engine.conversation import ConversationState
+from orchestrion.observe.public import Event
+from orchestrion.store.base import BusyPolicy, RunStatus
 
 
 class _Request(BaseModel):
@@ -40,7 +42,7 @@ class PostMessage(_Request):
         description="true: answer with the turn's events as Server-Sent Events; false: "
         "answer 202 with the run at once (fire-and-forget).",
     )
-    busy_policy: BusyPolicyName | None = Field(
+    busy_policy: BusyPolicy | None = Field(
         default=None,
         description="When the conversation already has an active turn: enqueue behind it, "
         "reject (409), or interrupt (cancel it). Default: the agent's policy.",
@@ -63,7 +65,10 @@ class ErrorBody(BaseModel):
 class ConversationOut(BaseModel):
     id: str
     agent: str
-    state: str
+    state: ConversationState = Field(
+        description="CLOSED once closed, EXPIRED once past expires_at with no turn in "
+        "flight: both take no more turns (409); the history stays readable."
+    )
     version: int = Field(description="Bumped once per completed turn.")
     message_count: int
     created_at: float
@@ -82,7 +87,7 @@ class MessageOut(BaseModel):
 
 class RunSummary(BaseModel):
     id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: RunStatus
     created_at: float
     finished_at: float | None = None
 
@@ -108,7 +113,7 @@ class RunOut(BaseModel):
     id: str
     conversation_id: str
     agent: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: RunStatus
     message: str = Field(description="The user's message that started the turn.")
     answer: str = Field(description="The final answer (empty until the run succeeds).")
     error: dict[str, Any] | None = None
@@ -121,27 +126,12 @@ class RunOut(BaseModel):
     trace_url: str
 
 
-class EventOut(BaseModel):
-    """One durable event of a run; `seq` is its SSE id. Text arrives as coalesced
-    `text.delta` events (attributes.text); `text.reset` voids its step's text so far."""
-
-    run_id: str
-    seq: int
-    type: str
-    name: str
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None
-    start: float
-    end: float | None = None
-    latency_ms: float | None = None
-    status: str | None = None
-    attributes: dict[str, Any] = {}
-
-
 class EventPage(BaseModel):
     run_id: str
-    events: list[EventOut]
+    events: list[Event] = Field(
+        description="The events, in seq order: each is one of the typed events (the same "
+        "objects as the `data` of the SSE frames)."
+    )
     next_after: int = Field(description="Pass as ?after= to read the events after this page.")
     finished: bool = Field(description="True when the run is over and every event was read.")
 

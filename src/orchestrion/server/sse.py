@@ -1,7 +1,9 @@
 """Server-Sent Events: one frame per durable event, keep-alive comments while waiting.
 
-Each frame is `id: <seq>`, `event: <type>`, `data: <json of the event>`. The JSON is
-ASCII-only (no raw newline can split a data line). The stream reads the store through
+Each frame is `id: <seq>`, `event: <type>`, `data: <json of the typed event>` (the
+`model_dump` of the class `orchestrion.observe.public` gives its type: its own fields,
+the common ones, and the raw `attributes`). The JSON is ASCII-only (no raw newline can
+split a data line). The stream reads the store through
 `Orchestrion.subscribe`, so it is the same whether the run executes in this process, in a
 worker, or resumed after a crash; closing it never touches the run.
 """
@@ -10,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from orchestrion.observe.public import BaseEvent
 from orchestrion.runtime import Orchestrion
-from orchestrion.store.base import EventRecord
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
@@ -28,15 +29,15 @@ SSE_MEDIA_TYPE = "text/event-stream"
 RETRY_MS = 1000
 
 
-def event_json(event: EventRecord) -> dict[str, Any]:
-    return dataclasses.asdict(event)
+def event_json(event: BaseEvent) -> dict[str, Any]:
+    return event.model_dump(mode="json")
 
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
-def frame(event: EventRecord) -> bytes:
+def frame(event: BaseEvent) -> bytes:
     return f"id: {event.seq}\nevent: {event.type}\ndata: {dumps(event_json(event))}\n\n".encode()
 
 
@@ -55,7 +56,7 @@ async def event_stream(
 
     The store is read by a pump task feeding a queue, so waiting for the next event can
     time out (and send a keep-alive comment) without cancelling the subscription."""
-    queue: asyncio.Queue[EventRecord | BaseException | None] = asyncio.Queue(maxsize=256)
+    queue: asyncio.Queue[BaseEvent | BaseException | None] = asyncio.Queue(maxsize=256)
 
     async def pump() -> None:
         try:
@@ -77,14 +78,14 @@ async def event_stream(
                 continue
             # Whatever else is already waiting goes out in the same write.
             batch: list[bytes] = []
-            while isinstance(item, EventRecord):
+            while isinstance(item, BaseEvent):
                 batch.append(frame(item))
                 if queue.empty() or len(batch) >= 64:
                     break
                 item = queue.get_nowait()
             if batch:
                 yield b"".join(batch)
-                if isinstance(item, EventRecord):
+                if isinstance(item, BaseEvent):
                     continue
             if item is None:
                 return

@@ -11,14 +11,25 @@ import abc
 import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
-from orchestrion.errors import LeaseLost
+from orchestrion.errors import LeaseLost, StoreError
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 Durability = Literal["normal", "full"]
-BusyPolicy = Literal["enqueue", "reject"]
+# What a new turn does when its conversation already has one in progress: wait behind it,
+# be refused (ConversationBusy), or cancel it first. The store sees only "enqueue" and
+# "reject": the runtime cancels the active runs before it queues an "interrupt".
+BusyPolicy = Literal["enqueue", "reject", "interrupt"]
+
+
+def run_status(value: str) -> RunStatus:
+    """A stored run status as the RunStatus it is (StoreError for one this version does not
+    know: the store was written by a newer orchestrion)."""
+    if value not in get_args(RunStatus):
+        raise StoreError(f"unknown run status {value!r} in the store (a newer orchestrion?)")
+    return cast(RunStatus, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +375,17 @@ class Store(abc.ABC):
         """Move the conversation from `expected` to `new` (fenced). The state machine is
         checked by the engine; the store refuses when the current state is not `expected`."""
 
+    @abc.abstractmethod
+    async def close_conversation(
+        self, conversation_id: str, *, tenant: str | None = None, now: float
+    ) -> ConversationRecord:
+        """Close the conversation (state CLOSED) and return it: `create_run` refuses it
+        from then on (ConversationClosed); its history, runs and events stay readable
+        until it expires and is purged. Closing a closed conversation returns it as it
+        is. Refused with ConversationBusy while it has a queued or running run (checked
+        atomically with `create_run`: no run is queued in between). NotFound for an
+        unknown id, or another tenant's (when `tenant` is given)."""
+
     # ---- runs -------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -382,10 +404,15 @@ class Store(abc.ABC):
         new_conversation: NewConversation | None = None,
     ) -> RunRecord:
         """Queue a run. With busy_policy "reject", raise ConversationBusy when the
-        conversation already has a queued or running run (checked atomically).
+        conversation already has a queued or running run (checked atomically); "interrupt"
+        queues like "enqueue" here (the caller cancelled the active runs first).
 
         With `new_conversation`, a conversation of that id is created first when there is
-        none (same transaction); an existing one of another tenant is still NotFound."""
+        none (same transaction); an existing one of another tenant is still NotFound.
+
+        A conversation that takes no more turns refuses the run: a closed one
+        (ConversationClosed), and one past its `expires_at` without a queued or running
+        run (ConversationExpired: it is EXPIRED, and `purge_expired` deletes it)."""
 
     @abc.abstractmethod
     async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord: ...

@@ -65,10 +65,15 @@ from orchestrion.store.base import (
 )
 from orchestrion.store.migrations import POSTGRES_MIGRATIONS
 from orchestrion.store.rows import (
+    ACTIVE_RUN_SQL,
+    CLOSED_STATE,
     CONVERSATION_COLUMNS,
     EVENT_COLUMNS,
     RUN_COLUMNS,
     SUMMARY_COLUMNS,
+    close_refused,
+    conversation_closed,
+    conversation_expired,
     conversation_from_row,
     dumps,
     event_from_row,
@@ -122,6 +127,7 @@ def parse_postgres_url(url: str) -> tuple[str, str, str]:
     return conninfo, schema, f"{host}:{port}"
 
 
+_ACTIVE_RUN = ACTIVE_RUN_SQL.format(mark="%s")
 _STEP_COLUMNS = (
     "run_id, seq, name, status, result, error, idempotency_key, started_at, finished_at, epoch"
 )
@@ -786,6 +792,38 @@ class PostgresStore(Store):
         row = await cur.fetchone()
         return row is not None and int(row[0]) == len(events)
 
+    async def close_conversation(
+        self, conversation_id: str, *, tenant: str | None = None, now: float
+    ) -> ConversationRecord:
+        async def tx(conn: Conn, _ambiguous: bool) -> ConversationRecord:
+            # The row lock orders this with create_run (which takes it too): no run can
+            # be queued between the check for an active run and the close.
+            cur = await conn.execute(
+                "SELECT tenant, state FROM conversations WHERE id = %s FOR NO KEY UPDATE",
+                (conversation_id,),
+            )
+            found = await cur.fetchone()
+            if found is None or (tenant is not None and found[0] != tenant):
+                raise NotFound(f"conversation {conversation_id!r} not found")
+            if found[1] != CLOSED_STATE:
+                cur = await conn.execute(_ACTIVE_RUN, (conversation_id,))
+                active = await cur.fetchone()
+                if active is not None:
+                    raise close_refused(conversation_id, active[0])
+                await conn.execute(
+                    "UPDATE conversations SET state = %s, updated_at = %s WHERE id = %s",
+                    (CLOSED_STATE, now, conversation_id),
+                )
+            cur = await conn.execute(
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
+                (conversation_id,),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            return conversation_from_row(row)
+
+        return await self._tx(tx)
+
     # ---- runs -------------------------------------------------------------------------
 
     async def create_run(
@@ -814,6 +852,7 @@ class PostgresStore(Store):
             "deadline": deadline_at,
             "now": now,
             "reject": busy_policy == "reject",
+            "closed": CLOSED_STATE,
             "channel": self.channel,
             **_event_params([event]),
         }
@@ -855,8 +894,11 @@ class PostgresStore(Store):
                     "trace_id, deadline_at, position, created_at) "
                     "SELECT %(run)s, %(cid)s, %(tenant)s, %(agent)s, 'queued', %(input)s, "
                     "%(trace)s, %(deadline)s, nextval('run_positions'), %(now)s "
-                    "WHERE EXISTS (SELECT 1 FROM conversations "
-                    "WHERE id = %(cid)s AND tenant = %(tenant)s) "
+                    "FROM conversations c WHERE c.id = %(cid)s AND c.tenant = %(tenant)s "
+                    "AND c.state <> %(closed)s "
+                    # idle past its expiry: EXPIRED (a turn in flight keeps it alive)
+                    "AND (c.expires_at >= %(now)s OR EXISTS (SELECT 1 FROM runs "
+                    "WHERE conversation_id = %(cid)s AND status IN ('queued', 'running'))) "
                     "AND (NOT %(reject)s OR NOT EXISTS (SELECT 1 FROM runs "
                     "WHERE conversation_id = %(cid)s AND status IN ('queued', 'running'))) "
                     "RETURNING position",
@@ -875,16 +917,20 @@ class PostgresStore(Store):
             position_row = await inserted.fetchone()
             if position_row is None:  # refused: say why
                 cur = await conn.execute(
-                    "SELECT c.tenant, (SELECT r.id FROM runs r WHERE r.conversation_id = c.id "
-                    "AND r.status IN ('queued', 'running') LIMIT 1) "
-                    "FROM conversations c WHERE c.id = %s",
+                    "SELECT c.tenant, c.state, c.expires_at, (SELECT r.id FROM runs r "
+                    "WHERE r.conversation_id = c.id AND r.status IN ('queued', 'running') "
+                    "LIMIT 1) FROM conversations c WHERE c.id = %s",
                     (conversation_id,),
                 )
                 found = await cur.fetchone()
                 if found is None or found[0] != tenant:
                     raise NotFound(f"conversation {conversation_id!r} not found")
+                if found[1] == CLOSED_STATE:
+                    raise conversation_closed(conversation_id)
+                if found[3] is None and found[2] < now:
+                    raise conversation_expired(conversation_id, found[2])
                 raise ConversationBusy(
-                    f"conversation {conversation_id!r} already has an active run ({found[1]})"
+                    f"conversation {conversation_id!r} already has an active run ({found[3]})"
                 )
             return RunRecord(
                 id=run_id,

@@ -3,12 +3,13 @@ records, and the conversion of a row into a record. Only the SQL dialect differs
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import pydantic_core
 
-from orchestrion.errors import LeaseLost
+from orchestrion.errors import ConversationBusy, ConversationClosed, ConversationExpired, LeaseLost
 from orchestrion.store.base import (
     ConversationRecord,
     EventRecord,
@@ -18,6 +19,36 @@ from orchestrion.store.base import (
     SummaryRecord,
     check_limit,
 )
+
+# ConversationState.CLOSED (the store does not import the engine's state machine).
+CLOSED_STATE = "CLOSED"
+# The conversation's queued or running run, if any ({mark}: the backend's placeholder).
+ACTIVE_RUN_SQL = (
+    "SELECT id FROM runs WHERE conversation_id = {mark} "
+    "AND status IN ('queued','running') LIMIT 1"
+)
+
+
+def conversation_closed(conversation_id: str) -> ConversationClosed:
+    return ConversationClosed(
+        f"conversation {conversation_id!r} is closed: it takes no more turns (its history "
+        "stays readable until it expires); start a new conversation"
+    )
+
+
+def conversation_expired(conversation_id: str, expires_at: float) -> ConversationExpired:
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires_at))
+    return ConversationExpired(
+        f"conversation {conversation_id!r} expired at {at} (its TTL after its last turn): "
+        "it takes no more turns and the purge deletes it; start a new conversation"
+    )
+
+
+def close_refused(conversation_id: str, run_id: str) -> ConversationBusy:
+    return ConversationBusy(
+        f"conversation {conversation_id!r} has a turn in flight ({run_id}): cancel it or "
+        "wait for it to end, then close the conversation"
+    )
 
 
 def dumps(value: Any) -> str:

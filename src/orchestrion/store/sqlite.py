@@ -59,10 +59,15 @@ from orchestrion.store.base import (
 )
 from orchestrion.store.migrations import SQLITE_APPLICATION_ID, SQLITE_MIGRATIONS
 from orchestrion.store.rows import (
+    ACTIVE_RUN_SQL,
+    CLOSED_STATE,
     CONVERSATION_COLUMNS,
     EVENT_COLUMNS,
     RUN_COLUMNS,
     SUMMARY_COLUMNS,
+    close_refused,
+    conversation_closed,
+    conversation_expired,
     conversation_from_row,
     dumps,
     event_from_row,
@@ -144,6 +149,7 @@ def _event_rows(events: Iterable[EventRecord]) -> list[tuple[Any, ...]]:
     ]
 
 
+_ACTIVE_RUN = ACTIVE_RUN_SQL.format(mark="?")
 _INSERT_EVENTS = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_STEP = (
     "INSERT INTO steps (run_id, seq, name, status, result, error, idempotency_key, "
@@ -748,6 +754,31 @@ class SQLiteStore(Store):
         await self._write(tx)
         self._wake(lease.run_id)
 
+    async def close_conversation(
+        self, conversation_id: str, *, tenant: str | None = None, now: float
+    ) -> ConversationRecord:
+        def tx(conn: sqlite3.Connection) -> ConversationRecord:
+            found = conn.execute(
+                "SELECT tenant, state FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            if found is None or (tenant is not None and found[0] != tenant):
+                raise NotFound(f"conversation {conversation_id!r} not found")
+            if found[1] != CLOSED_STATE:
+                active = conn.execute(_ACTIVE_RUN, (conversation_id,)).fetchone()
+                if active is not None:
+                    raise close_refused(conversation_id, active[0])
+                conn.execute(
+                    "UPDATE conversations SET state = ?, updated_at = ? WHERE id = ?",
+                    (CLOSED_STATE, now, conversation_id),
+                )
+            row = conn.execute(
+                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?",
+                (conversation_id,),
+            ).fetchone()
+            return conversation_from_row(row)
+
+        return await self._write(tx)
+
     # ---- runs -------------------------------------------------------------------------
 
     async def create_run(
@@ -784,18 +815,19 @@ class SQLiteStore(Store):
                         now + ttl,
                     ),
                 )
-            owner_tenant = conn.execute(
-                "SELECT tenant FROM conversations WHERE id = ?", (conversation_id,)
+            found = conn.execute(
+                "SELECT tenant, state, expires_at FROM conversations WHERE id = ?",
+                (conversation_id,),
             ).fetchone()
-            if owner_tenant is None or owner_tenant[0] != tenant:
+            if found is None or found[0] != tenant:
                 raise NotFound(f"conversation {conversation_id!r} not found")
-            if busy_policy == "reject":
-                active = conn.execute(
-                    "SELECT id FROM runs WHERE conversation_id = ? "
-                    "AND status IN ('queued','running') LIMIT 1",
-                    (conversation_id,),
-                ).fetchone()
-                if active is not None:
+            if found[1] == CLOSED_STATE:
+                raise conversation_closed(conversation_id)
+            if busy_policy == "reject" or found[2] < now:
+                active = conn.execute(_ACTIVE_RUN, (conversation_id,)).fetchone()
+                if active is None and found[2] < now:  # idle past its expiry: EXPIRED
+                    raise conversation_expired(conversation_id, found[2])
+                if active is not None and busy_policy == "reject":
                     raise ConversationBusy(
                         f"conversation {conversation_id!r} already has an active run ({active[0]})"
                     )
